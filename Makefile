@@ -1,0 +1,39 @@
+# lbnb: `make run` executes the notebook series, `make test` runs the tests.
+# Both create the virtual environment first when it is missing (or pyproject.toml changed).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lbnb-installed
+RESULTS ?= results
+
+.PHONY: setup run smoke test bench clean-results lab
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "lbnb needs Python 3.11 (torch 2.14.1 wheels); set PYTHON=python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing lbnb and its dependencies into $(VENV) (first time: a few minutes)..."
+	@$(PY) -m pip install --disable-pip-version-check -e ".[dev]" > $(VENV)/pip-install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/pip-install.log; echo "pip install failed (full log: $(VENV)/pip-install.log)" >&2; exit 1; }
+	@$(PY) -c "import lbnb, torch, torchvision, timm, papermill" || { echo "environment set-up failed" >&2; exit 1; }
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m lbnb run --out $(RESULTS)
+
+smoke: $(STAMP)
+	$(PY) -m lbnb run --smoke --out $(RESULTS)/smoke
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_embedded.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-results:
+	rm -rf $(RESULTS)
