@@ -37,7 +37,8 @@ def _find_mask(gt_dir: Path, name: str) -> Path | None:
     return None
 
 
-def _load_split(cat_dir: Path, split: str, category: str, image_size, allow_missing_masks: bool):
+def _load_split(cat_dir: Path, split: str, category: str, image_size, allow_missing_masks: bool,
+                default_size=None):
     split_dir = cat_dir / split
     type_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
     records = []  # (id, type, image, mask)
@@ -68,7 +69,10 @@ def _load_split(cat_dir: Path, split: str, category: str, image_size, allow_miss
     if image_size is None and len(sizes) > 1:
         raise ValueError(f"images under {split_dir} have {len(sizes)} different sizes, e.g. "
                          f"{sorted(sizes)[:3]}; pass image_size=(H, W) to resize them")
-    size = tuple(image_size) if image_size is not None else sizes.pop()
+    if image_size is not None:
+        size = tuple(image_size)
+    else:
+        size = tuple(default_size) if default_size else sizes.pop()
     return ImageSet(
         images=np.stack([resize_image(r[2], size) for r in records]),
         labels=np.array([r[1] != GOOD for r in records], np.int8),
@@ -100,7 +104,8 @@ def load_folder(root: str | os.PathLike, category: str, *, image_size: int | tup
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     train = _load_split(cat_dir, "train", category, image_size, allow_missing_masks)
-    test = _load_split(cat_dir, "test", category, image_size or train.image_size, allow_missing_masks)
+    test = _load_split(cat_dir, "test", category, image_size, allow_missing_masks,
+                       default_size=train.image_size)  # a uniform test size is resized to train's
     return train, test
 
 
@@ -126,6 +131,7 @@ def write_folder(root: str | os.PathLike, train: ImageSet, test: ImageSet, *, ca
         raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{category}.partial-", dir=root))
+    masks_written: dict[tuple[str, str], np.ndarray] = {}  # ground_truth/ is shared by train and test
     try:
         for split, data in (("train", train), ("test", test)):
             written: set[tuple[str, str]] = set()
@@ -137,6 +143,10 @@ def write_folder(root: str | os.PathLike, train: ImageSet, test: ImageSet, *, ca
                 (staging / split / kind).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image).save(staging / split / kind / f"{stem}.png")
                 if kind != GOOD:
+                    previous = masks_written.setdefault((kind, stem), mask)
+                    if previous is not mask and not np.array_equal(previous, mask):
+                        raise ValueError(f"train and test samples of type {kind!r} named {stem!r} have different "
+                                         f"masks but would share ground_truth/{kind}/{stem}_mask.png")
                     (staging / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
                     Image.fromarray(mask.astype(np.uint8) * 255).save(
                         staging / "ground_truth" / kind / f"{stem}_mask.png")

@@ -53,6 +53,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in ("P", "PA"):  # palette indices are not intensities
+                im = im.convert("RGB")
+            elif im.mode == "LA":  # drop alpha: it is not part of the mask
+                im = im.getchannel("L")
             arr = np.asarray(im)
     except (OSError, SyntaxError) as err:
         raise ValueError(f"cannot read mask {path}: {err}") from err

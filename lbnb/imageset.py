@@ -37,7 +37,10 @@ class ImageSet:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be uint8 of shape (N, H, W, 3), got {images.dtype} {images.shape}")
         n, h, w = images.shape[:3]
-        labels = np.asarray(self.labels).astype(np.int8).reshape(-1)
+        raw_labels = np.asarray(self.labels).reshape(-1)
+        if not np.isin(raw_labels, (0, 1)).all():  # check before the int8 cast (256 -> 0, 0.5 -> 0)
+            raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
+        labels = raw_labels.astype(np.int8)
         masks = np.asarray(self.masks).astype(bool, copy=False)
         ids = np.asarray(self.ids, dtype=str).reshape(-1)
         types = np.asarray(self.defect_types, dtype=str).reshape(-1)
@@ -46,8 +49,6 @@ class ImageSet:
         for name, arr in (("labels", labels), ("ids", ids), ("defect_types", types)):
             if len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} entries for {n} images")
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError("labels must be 0 (normal) or 1 (anomalous)")
         if len(set(ids.tolist())) != n:
             dup = sorted({i for i in ids.tolist() if (ids == i).sum() > 1})[:5]
             raise ValueError(f"ids must be unique; duplicated: {dup}")
@@ -82,6 +83,8 @@ class ImageSet:
         """A new set holding the samples at ``index`` (integer positions or a bool mask), copied."""
         index = np.asarray(index)
         if index.dtype == bool:
+            if index.shape != (len(self),):
+                raise IndexError(f"boolean index has shape {index.shape} for a set of {len(self)} samples")
             index = np.flatnonzero(index)
         index = index.astype(np.intp)
         return ImageSet(self.images[index], self.labels[index], self.masks[index], self.ids[index],
@@ -123,4 +126,5 @@ def describe(data: ImageSet):
         sel = data.defect_types == kind
         rows.append({"defect_type": kind, "count": int(sel.sum()), "mask_area_mean": float(area[sel].mean()),
                      "mask_area_min": float(area[sel].min()), "mask_area_max": float(area[sel].max())})
-    return pd.DataFrame(rows).set_index("defect_type")
+    columns = ["defect_type", "count", "mask_area_mean", "mask_area_min", "mask_area_max"]
+    return pd.DataFrame(rows, columns=columns).set_index("defect_type")

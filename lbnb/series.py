@@ -54,15 +54,18 @@ class NotebookFailed(RuntimeError):
 
 
 def _failing_cell(executed: Path) -> str:
+    """'cell K/N (first line): Error: message', K counted 1-based in the source notebook."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
-    for i, cell in enumerate(nb.cells):
+    added = {"injected-parameters", "papermill-error-cell-tag"}
+    cells = [c for c in nb.cells if not added & set(c.metadata.get("tags", []))]
+    for i, cell in enumerate(cells, 1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-                return f"cell {i} ({first[:70]!r}): {out.get('ename')}: {out.get('evalue')}"
-    return "cell unknown"
+                return f"cell {i}/{len(cells)} ({first[:70]!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "an unknown cell"
 
 
 def run_series(results_dir: str | os.PathLike = "results", *, smoke: bool = False,
