@@ -1,0 +1,15 @@
+"""Shared test set-up: a private feature cache per test session (warm within it, never the user's)."""
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_feature_cache(tmp_path_factory):
+    old = os.environ.get("LBNB_CACHE_DIR")
+    os.environ["LBNB_CACHE_DIR"] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LBNB_CACHE_DIR", None)
+    else:
+        os.environ["LBNB_CACHE_DIR"] = old
