@@ -72,3 +72,24 @@ def plot_composition(reports: pd.DataFrame, x: str = "nominal"):
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def plot_metric_vs_noise(results: pd.DataFrame, metrics=("i_auroc", "aupro"), hue: str = "detector"):
+    """Metric vs contamination α, one line per ``hue``: mean over categories, band = ± std over seeds.
+
+    ``results``: tidy rows with columns ``noise``, ``seed``, ``hue`` and the metric columns
+    (see :func:`lbnb.experiments.sweep`).
+    """
+    import seaborn as sns
+
+    from .metrics import METRIC_LABELS
+
+    per_seed = results.groupby([hue, "noise", "seed"], as_index=False)[list(metrics)].mean()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sns.lineplot(per_seed, x="noise", y=metric, hue=hue, marker="o", errorbar="sd", ax=ax)
+        ax.set_xlabel("contamination α (SoftPatch noise)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
