@@ -6,7 +6,8 @@ Every family takes an image ``(H, W, 3)`` float32 in [0, 1] and returns ``(image
 resolution. Two shapes cover the seven families:
 
 - **lines** — ``scratch`` (smooth thin stroke) and ``crack`` (jagged dark stroke with branches);
-- **blobs** — ``hole`` (missing material: what lies below shows through, with a dark rim),
+- **blobs** — ``hole`` (missing material: what lies below shows through — darkness, a bright
+  backlight with ``extra={"fill": "bright"}``, or the background of an object — with a dark rim),
   ``stain`` (soft multiplicative tint with uneven density), ``cutpaste`` (a foreign photograph),
   ``blur`` (local loss of focus) and ``discolor`` (colour / brightness shift).
 
@@ -152,7 +153,12 @@ def _blob_defect(image, spec, rng, support, anchor, below, foreign):
     alpha = blob_alpha((h, w), center, radius, rng, aspect=spec.aspect, softness=soft) * support
     family = spec.family
     if family == "hole":
-        fill = below if below is not None else _darkness(image, rng)
+        if below is not None:
+            fill = below
+        elif spec.extra.get("fill") == "bright":  # a tear in a thin layer shows the bright slide below
+            fill = 1.0 - _darkness(image, rng)
+        else:
+            fill = _darkness(image, rng)
         rim = np.clip(ndimage.gaussian_filter(alpha, 1.0) - alpha, 0, 1)[..., None]
         out = image * (1 - alpha[..., None]) + fill * alpha[..., None]
         out = out * (1 - 0.6 * rim)

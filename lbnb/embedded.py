@@ -8,9 +8,16 @@ Five categories, generated offline in 1–3 s each (200 train + 180 test images 
   is a real photograph, under pose jitter (free rotation, shift, scale).
 
 Normal variation: crop position, small rotation, gain/gamma/white balance, sensor noise.
-Train crops and test crops come from **disjoint regions** of each photograph (no leakage).
-Each category has four recurring defect types of consistent appearance (see ``CATEGORIES``),
-drawn from seven families (:mod:`lbnb.defects`), each with its exact pixel mask.
+Train crops and test crops come from **disjoint regions** of each photograph (diagonal quadrants,
+no leakage). Each category has four recurring defect types of consistent appearance (see
+``CATEGORIES``), drawn from six of the seven families of :mod:`lbnb.defects`, each with its exact
+pixel mask.
+
+Why the natural textures are photographed softly (``optics_sigma``): a 512 px photograph holds only
+a few crops' worth of unique grass or gravel per split, so at full sharpness every test crop is
+grain-level novel and a memory bank cannot tell a new stone from a defect (measured: PatchCore
+I-AUROC 0.54–0.56 on sharp grass/gravel). A camera blur of 2 px keeps the structure and the
+defects and removes the detail no small training set can cover (0.96 with the same detector).
 
 Every sample has its own seed derived from (random_state, category, split, type, index), so a
 sample does not change when the counts around it change.
@@ -37,7 +44,10 @@ class Category:
     ``source``: scikit-image photograph name; ``crop``: side of the source window in source
     pixels (resized to ``image_size``); ``train_regions`` / ``test_regions``: disjoint source
     rectangles; ``rotation``: max |angle| in degrees; ``defects``: defect type → spec;
-    ``foreign``: photograph used by ``cutpaste``; ``render``: "crop" or "washer".
+    ``foreign``: photograph used by ``cutpaste``; ``render``: "crop" or "washer";
+    ``optics_sigma``: blur (source pixels) of the camera that photographs the part — a natural
+    texture photographed this softly keeps its structure but loses the grain-level detail that no
+    small training set can cover.
     """
 
     source: str
@@ -49,45 +59,48 @@ class Category:
     foreign: str = "gravel"
     render: str = "crop"
     colour_jitter: float = 0.0
+    optics_sigma: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
-_LEFT, _RIGHT = ((0, 512, 0, 300),), ((0, 512, 318, 512),)
+# Train and test come from diagonal quadrants (a 2x2 checkerboard with a 12 px gap): a lighting or
+# perspective gradient across the photograph then affects both splits alike.
+_TRAIN_Q = ((0, 250, 0, 250), (262, 512, 262, 512))
+_TEST_Q = ((0, 250, 262, 512), (262, 512, 0, 250))
 CATEGORIES: dict[str, Category] = {
-    "brick": Category("brick", 150, _LEFT, _RIGHT, foreign="grass", defects={
+    "brick": Category("brick", 150, _TRAIN_Q, _TEST_Q, foreign="grass", optics_sigma=1.0, defects={
         "scratch": DefectSpec("scratch", size=(0.35, 0.6), width=(1.2, 2.0), color=(0.92,) * 3, strength=0.75),
         "crack": DefectSpec("crack", size=(0.25, 0.45), width=(1.0, 1.6), color=(0.05,) * 3, strength=0.9,
                             extra={"branches": 1}),
         "hole": DefectSpec("hole", size=(0.05, 0.09)),
         "stain": DefectSpec("stain", size=(0.08, 0.14), tint=(0.45,) * 3, strength=0.9),
     }),
-    "grass": Category("grass", 150, _LEFT, _RIGHT, foreign="gravel", defects={
+    "grass": Category("grass", 150, _TRAIN_Q, _TEST_Q, foreign="gravel", optics_sigma=2.0, defects={
         "cutpaste": DefectSpec("cutpaste", size=(0.07, 0.12)),
         "discolor": DefectSpec("discolor", size=(0.09, 0.15), tint=(1.45,) * 3, strength=0.9, extra={"offset": 0.05}),
-        "blur": DefectSpec("blur", size=(0.09, 0.14), blur_sigma=3.5, strength=1.0),
-        "stain": DefectSpec("stain", size=(0.08, 0.13), tint=(0.4,) * 3, strength=0.9),
+        "bare": DefectSpec("hole", size=(0.06, 0.1)),
+        "stain": DefectSpec("stain", size=(0.09, 0.14), tint=(0.3,) * 3, strength=0.9),
     }),
-    "gravel": Category("gravel", 150, _LEFT, _RIGHT, foreign="grass", defects={
+    "gravel": Category("gravel", 150, _TRAIN_Q, _TEST_Q, foreign="brick", optics_sigma=2.0, defects={
         "cutpaste": DefectSpec("cutpaste", size=(0.07, 0.12)),
         "stain": DefectSpec("stain", size=(0.08, 0.14), tint=(0.35,) * 3, strength=0.9),
         "hole": DefectSpec("hole", size=(0.05, 0.09)),
         "scratch": DefectSpec("scratch", size=(0.4, 0.7), width=(1.5, 2.5), color=(0.97,) * 3, strength=0.8),
     }),
-    "tissue": Category("immunohistochemistry", 140, ((0, 172, 0, 512), (340, 512, 0, 512)),
-                       ((178, 334, 0, 512),), rotation=6.0, foreign="hubble_deep_field", colour_jitter=0.03,
-                       defects={
-        "ink": DefectSpec("stain", size=(0.07, 0.12), tint=(0.35, 0.2, 0.55), strength=0.9),
-        "blur": DefectSpec("blur", size=(0.1, 0.16), blur_sigma=3.0, strength=1.0),
-        "fold": DefectSpec("scratch", size=(0.4, 0.7), width=(2.0, 3.0), color=(0.45, 0.25, 0.2), strength=0.6),
-        "overstain": DefectSpec("discolor", size=(0.09, 0.14), tint=(1.0, 0.55, 0.45), strength=0.9),
+    "tissue": Category("immunohistochemistry", 140, _TRAIN_Q, _TEST_Q, rotation=6.0, foreign="hubble_deep_field",
+                       colour_jitter=0.03, optics_sigma=2.5, defects={
+        "ink": DefectSpec("stain", size=(0.08, 0.13), tint=(0.25, 0.12, 0.45), strength=0.9),
+        "tear": DefectSpec("hole", size=(0.05, 0.09), extra={"fill": "bright"}),
+        "fold": DefectSpec("scratch", size=(0.45, 0.75), width=(2.5, 3.5), color=(0.35, 0.18, 0.15), strength=0.75),
+        "overstain": DefectSpec("discolor", size=(0.1, 0.15), tint=(1.0, 0.45, 0.35), strength=0.9),
     }),
-    "washer": Category("gravel", 150, _LEFT, _RIGHT, render="washer", rotation=180.0, foreign="brick",
+    "washer": Category("gravel", 150, _TRAIN_Q, _TEST_Q, render="washer", rotation=180.0, foreign="brick",
                        colour_jitter=0.02, defects={
-        "scratch": DefectSpec("scratch", size=(0.15, 0.3), width=(1.0, 1.6), color=(0.98, 0.98, 0.95),
-                              strength=0.8),
-        "bite": DefectSpec("hole", size=(0.05, 0.08), aspect=(0.8, 1.0)),
-        "rust": DefectSpec("discolor", size=(0.06, 0.1), tint=(0.95, 0.55, 0.3), strength=0.85),
-        "oil": DefectSpec("stain", size=(0.06, 0.1), tint=(0.45, 0.45, 0.5), strength=0.85),
+        "scratch": DefectSpec("scratch", size=(0.15, 0.3), width=(0.8, 1.3), color=(0.98, 0.98, 0.95),
+                              strength=0.5),
+        "bite": DefectSpec("hole", size=(0.03, 0.05), aspect=(0.8, 1.0)),
+        "rust": DefectSpec("discolor", size=(0.05, 0.08), tint=(0.95, 0.7, 0.5), strength=0.6),
+        "oil": DefectSpec("stain", size=(0.06, 0.09), tint=(0.45, 0.45, 0.5), strength=0.85),
     }),
 }
 
@@ -112,13 +125,15 @@ def _photo(name: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _prefiltered(name: str, crop: int, size: int) -> np.ndarray:
-    """The photograph low-passed for sampling a ``crop``-pixel window at ``size`` pixels (anti-aliasing
-    with a Gaussian of sigma = 0.5 x the shrink factor; unchanged when not shrinking)."""
+def _prefiltered(name: str, crop: int, size: int, optics_sigma: float = 0.0) -> np.ndarray:
+    """The photograph low-passed for sampling a ``crop``-pixel window at ``size`` pixels: the camera's
+    ``optics_sigma`` combined with anti-aliasing (sigma = 0.5 x the shrink factor when shrinking)."""
     photo = _photo(name)
-    if crop <= size:
+    alias = 0.5 * crop / size if crop > size else 0.0
+    sigma = float(np.hypot(alias, optics_sigma))
+    if sigma == 0:
         return photo
-    out = ndimage.gaussian_filter(photo, (0.5 * crop / size, 0.5 * crop / size, 0))
+    out = ndimage.gaussian_filter(photo, (sigma, sigma, 0))
     out.setflags(write=False)
     return out
 
@@ -221,7 +236,7 @@ def _sample(cat_name, cat, split, kind, index, size, random_state):
     rng = _seed(random_state, cat_name, split, kind, index)
     regions = cat.train_regions if split == "train" else cat.test_regions
     max_rot = 0.0 if cat.render == "washer" else cat.rotation
-    base = _rotated_crop(_prefiltered(cat.source, cat.crop, size), regions, cat.crop, size, max_rot, rng)
+    base = _rotated_crop(_prefiltered(cat.source, cat.crop, size, cat.optics_sigma), regions, cat.crop, size, max_rot, rng)
     support = anchor = below = None
     if cat.render == "washer":
         base, support, rim, below = _render_washer(base, size, rng)
