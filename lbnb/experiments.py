@@ -6,10 +6,13 @@ trial with every metric, the realised contamination rate and the wall time), rea
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable, Iterable
 
 import pandas as pd
+import torch
+from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .contamination import contaminate_softpatch
@@ -34,13 +37,27 @@ def run_trial(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, n
             "fit_seconds": fitted - start, "score_seconds": done - fitted}
 
 
+def _labelled_trial(category, name, train, test, make_detector, noise, seed, threads):
+    if threads:
+        torch.set_num_threads(threads)
+    return {"category": category, "detector": name, **run_trial(train, test, make_detector, noise, seed)}
+
+
 def sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], detectors: dict[str, DetectorFactory],
-          noise_levels: Iterable[float], seeds: Iterable[int], progress: bool = True) -> pd.DataFrame:
-    """Every (category, detector, α, seed) trial; ``datasets`` maps category → (train, test)."""
+          noise_levels: Iterable[float], seeds: Iterable[int], n_jobs: int = 1,
+          progress: bool = True) -> pd.DataFrame:
+    """Every (category, detector, α, seed) trial; ``datasets`` maps category → (train, test).
+
+    ``n_jobs`` > 1 runs trials in local processes with joblib (each with its share of the CPU
+    threads); the feature cache on disk is shared, so extract features once before a parallel sweep
+    (any serial fit does) to avoid computing them in several processes at once.
+    """
     grid = [(c, d, a, s) for c in datasets for d in detectors for a in noise_levels for s in seeds]
-    rows = []
-    for category, name, noise, seed in tqdm(grid, desc="trials", disable=not progress):
-        train, test = datasets[category]
-        row = run_trial(train, test, detectors[name], noise, seed)
-        rows.append({"category": category, "detector": name, **row})
+    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
+    calls = (delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, threads) for c, d, a, s in grid)
+    if n_jobs == 1:
+        results = (call[0](*call[1], **call[2]) for call in calls)
+    else:
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
+    rows = list(tqdm(results, total=len(grid), desc="trials", disable=not progress))
     return pd.DataFrame(rows)

@@ -198,10 +198,18 @@ class FeatureExtractor:
         bar = tqdm(starts, desc=f"features ({self.backbone})", unit="batch", disable=not self.progress,
                    leave=False)
         for start in bar:
-            batch = torch.from_numpy(images[start:start + self.batch_size]).to(device)
+            chunk = images[start:start + self.batch_size]
+            n = len(chunk)
+            if n < self.batch_size:
+                # Always run full batches: CPU kernels may choose another algorithm for another batch
+                # size (measured: 1e-5 differences), and a cached feature must not depend on which
+                # batch its image happened to be extracted in.
+                pad = np.zeros((self.batch_size - n,) + chunk.shape[1:], chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            batch = torch.from_numpy(chunk).to(device)
             x = (batch.permute(0, 3, 1, 2).float() / 255.0 - mean_t) / std_t
-            feats = self.embed(model(x))
-            self.n_extracted += len(batch)
+            feats = self.embed(model(x))[:n]
+            self.n_extracted += n
             yield from feats.cpu().numpy()
 
     def embed(self, taps: list[torch.Tensor]) -> torch.Tensor:

@@ -45,6 +45,14 @@ def test_shapes_layers_and_projection(small):
     assert torch.isfinite(feats).all() and feats.abs().sum() > 0
 
 
+def test_features_do_not_depend_on_the_batch_an_image_was_extracted_in(small):
+    train, _ = small
+    fx = FeatureExtractor(progress=False, cache=False, batch_size=4)
+    together = fx.extract(train)                     # batches of 4 and 2
+    alone = torch.cat([fx.extract(train.subset([i])) for i in range(len(train))])
+    assert torch.equal(together, alone)
+
+
 def test_arrays_and_imagesets_give_the_same_features(small):
     train, _ = small
     fx = FeatureExtractor(progress=False)
