@@ -31,6 +31,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_embedded.py
+	$(PY) benchmarks/bench_patchcore.py
+	$(PY) benchmarks/bench_detectors.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

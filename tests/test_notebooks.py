@@ -31,8 +31,13 @@ def test_01_contamination_smoke(tmp_path):
         assert rate == pytest.approx(a / (1 + a), abs=0.02)  # int(α·n) injected into n normals
     left = [nb["test_anomalous_left_by_noise"][k] for k in sorted(nb["test_anomalous_left_by_noise"], key=float)]
     assert left == sorted(left, reverse=True) and left[-1] < left[0]
+    i_auroc = nb["i_auroc_by_detector_noise"]
+    assert set(i_auroc) == {f"{d}@{a}" for d in ("PatchCore", "SoftPatch", "PaDiM", "FeatureReconstruction")
+                            for a in ("0", "0.2")}
+    assert i_auroc["PatchCore@0"] > 0.85 and i_auroc["PatchCore@0.2"] < i_auroc["PatchCore@0"] - 0.05
+    assert all(v > 0.6 for v in i_auroc.values())
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["smoke"] is True
-    for figure in ("composition.png", "injected.png", "defects_brick.png"):
+    for figure in ("composition.png", "injected.png", "defects_brick.png", "detectors_vs_noise.png"):
         assert (tmp_path / "01_contamination" / figure).stat().st_size > 1000
     assert (tmp_path / "01_contamination" / "01_contamination.ipynb").exists()
