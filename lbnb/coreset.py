@@ -10,29 +10,13 @@ makes each greedy step cost O(M·d). The selected *indices* are returned; caller
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
+from .detector_base import one_cpu_thread
 
-@contextmanager
-def one_cpu_thread(device: torch.device):
-    """Run many small, memory-bound CPU ops on one torch thread (the previous count is restored).
 
-    For ops this small, waking the thread pool costs more than it saves, badly so on a busy machine:
-    on a loaded 2-core machine 1000 greedy steps over 80k×128 took 2 s on one thread and 10–25 s on two.
-    A no-op on other devices.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def random_projection(features: torch.Tensor, projection_dim: int | None, random_state: int = 0

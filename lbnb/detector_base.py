@@ -11,6 +11,7 @@ array (N, H, W, 3).
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -96,3 +97,23 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device):
+    """Run many small, memory-bound CPU ops on one torch thread (the previous count is restored).
+
+    For ops this small (greedy coreset steps, batched tiny Cholesky factorisations) waking the thread
+    pool costs more than it saves, badly so on a busy machine. Measured on a loaded 2-core machine:
+    1000 greedy steps over 80k×128 took 2 s on one thread and 10–25 s on two; 400 Cholesky
+    factorisations of 152×152 took 0.17 s vs 5.6 s. A no-op on other devices.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -21,14 +21,13 @@ the temporary tensors stay under ``memory_mb``; covariances are accumulated in f
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .detector_base import (Scores, anomaly_maps, as_imageset, check_fitted, check_training_set, match_size,
-                            resolve_device)
+                            one_cpu_thread, resolve_device)
 from .features import FeatureExtractor
 
 
@@ -38,17 +37,6 @@ def _chunk_size(n: int, d: int, n_positions: int, memory_mb: float) -> int:
     return int(max(1, min(n_positions, memory_mb * 2 ** 20 // per_position)))
 
 
-@contextmanager
-def _one_thread():
-    """Run batched small-matrix LAPACK calls on one thread: torch loops over the batch and MKL would
-    thread each tiny factorisation, which on a busy 2-core machine (e.g. ``pytest -n 2``) made them
-    ~30× slower than a single thread (measured: 400 Cholesky factorisations of 152×152, 5.6 s vs 0.17 s)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def fit_gaussians(x: torch.Tensor, shrinkage: float = 0.01, relative: bool = True,
@@ -72,7 +60,7 @@ def fit_gaussians(x: torch.Tensor, shrinkage: float = 0.01, relative: bool = Tru
         cov = torch.einsum("npi,npj->pij", xc, xc) / max(n - 1, 1)  # Σ (p', d, d)
         scale = cov.diagonal(dim1=-2, dim2=-1).mean(dim=-1) if relative else torch.ones_like(cov[:, 0, 0])
         ridge = shrinkage * scale.clamp_min(1e-12)[:, None, None] * eye
-        with _one_thread():
+        with one_cpu_thread(cov.device):
             factor, info = torch.linalg.cholesky_ex(cov + ridge)  # L (p', d, d)
             if bool((info > 0).any()):
                 raise np.linalg.LinAlgError("a covariance is not positive definite: raise `shrinkage` "

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .coreset import greedy_coreset, one_cpu_thread
+from .coreset import greedy_coreset
+from .detector_base import one_cpu_thread
 from .patchcore import PatchCore, check_ratio, coreset_size, patches
 
 DISCRIMINATORS = ("lof", "knn", "gaussian")
