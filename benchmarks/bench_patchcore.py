@@ -41,7 +41,8 @@ def main() -> None:
     print(f"feature extraction: {len(train) / seconds:.1f} images/s ({seconds:.2f} s for {len(train)})")
 
     for run in ("cold", "warm"):
-        detector = PatchCore(coreset_ratio=args.coreset_ratio, extractor=FeatureExtractor(progress=False))
+        detector = PatchCore(coreset_ratio=args.coreset_ratio, progress=False,
+                             extractor=FeatureExtractor(progress=False))
         start = time.perf_counter()
         detector.fit(train)
         fitted = time.perf_counter()
