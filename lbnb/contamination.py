@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from lbnb.image_io import read_image, read_mask, resize_image, resize_mask
 from lbnb.imageset import GOOD, ImageSet
+from lbnb.validation import check_ratio
 
 MAX_ROTATION_DEG = 3.0    # re-sampling augmentation: rotation uniform in +-3 degrees
 MAX_SHIFT_FRACTION = 0.03  # ... and translation uniform in +-3 % of each side
@@ -74,7 +75,7 @@ def contaminate_softpatch(train: ImageSet, test: ImageSet, noise: float, *, over
             copies (small rotation/translation) of randomly drawn pool images; else ValueError.
         random_state: seed for ``np.random.default_rng``; same seed, same result.
     """
-    _check_rate(noise, "noise")
+    check_ratio(noise, "noise", low_open=False)
     _check_sets(train, test)
     n = int(math.floor(noise * len(train) + _EPS))
     return _inject(train, test, n, "softpatch", noise, overlap, resample, random_state)
@@ -89,17 +90,11 @@ def contaminate_fixed_rate(train: ImageSet, test: ImageSet, contamination_rate: 
     ``n / (n_normal + n)`` is the closest achievable. Other arguments as
     :func:`contaminate_softpatch`.
     """
-    _check_rate(contamination_rate, "contamination_rate")
+    check_ratio(contamination_rate, "contamination_rate", low_open=False)
     _check_sets(train, test)
     n = int(math.floor(contamination_rate * len(train) / (1.0 - contamination_rate) + 0.5 + _EPS))
     return _inject(train, test, n, "fixed_rate", contamination_rate, overlap, resample,
                    random_state)
-
-
-def _check_rate(value, name: str) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not 0.0 <= float(value) < 1.0:  # NaN fails the comparison
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
 def _check_sets(train: ImageSet, test: ImageSet) -> None:

@@ -27,6 +27,7 @@ from .detector_base import (Scores, anomaly_maps, as_imageset, check_fitted, che
                             resolve_device)
 from .features import FeatureExtractor
 from .neighbors import nearest
+from .validation import check_ratio
 
 
 def patches(features: torch.Tensor) -> torch.Tensor:
@@ -38,14 +39,6 @@ def patches(features: torch.Tensor) -> torch.Tensor:
 def coreset_size(n_patches: int, coreset_ratio: float) -> int:
     """|𝓜_C| = ⌊ratio·|𝓜|⌋, at least 1 (ratio 1 keeps everything)."""
     return max(1, int(n_patches * coreset_ratio + 1e-9))
-
-
-def check_ratio(value, name: str, low_open: bool = True) -> None:
-    """Raise unless ``value`` is a real number in (0, 1] (``low_open``) or [0, 1)."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    inside = ok and ((0 < value <= 1) if low_open else (0 <= value < 1))
-    if not inside:
-        raise ValueError(f"{name} must be in {'(0, 1]' if low_open else '[0, 1)'}, got {value!r}")
 
 
 def reweight_scores(top_queries: torch.Tensor, top_index: torch.Tensor, bank: torch.Tensor,

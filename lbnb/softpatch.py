@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .coreset import greedy_coreset
 from .detector_base import one_cpu_thread
-from .patchcore import PatchCore, check_ratio, coreset_size, patches
+from .patchcore import PatchCore, coreset_size, patches
+from .validation import check_ratio
 
 DISCRIMINATORS = ("lof", "knn", "gaussian")
 _BLOCK_BYTES = 64 * 2**20
