@@ -1,7 +1,7 @@
 """Trials and sweeps: contaminate, fit, score, evaluate — one tidy row per trial.
 
-A *trial* is (category, detector, noise α, seed): the seed draws the contamination and seeds the
-detector. :func:`sweep` runs the cross product and returns a tidy ``pandas.DataFrame`` (one row per
+A *trial* is (category, detector, method, noise α, seed): the seed draws the contamination and seeds
+the detector; the method (:data:`METHODS`) says what the detector is trained on. :func:`sweep` runs the cross product and returns a tidy ``pandas.DataFrame`` (one row per
 trial with every metric, the realised contamination rate and the wall time), ready for seaborn.
 """
 from __future__ import annotations
@@ -15,49 +15,139 @@ import torch
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .contamination import contaminate_softpatch
+from .contamination import Contaminated, contaminate_softpatch
+from .filtering import AGGREGATIONS, SCOPES, stage1
 from .imageset import ImageSet
 from .metrics import evaluate
+from .two_stage import TwoStage
 
 DetectorFactory = Callable[[int], object]  # random_state -> unfitted detector
+METHODS = ("baseline", "two_stage", "oracle")
+"""How a detector meets a contaminated training set: trained on it as is (``baseline``), on what stage 1
+keeps of it (``two_stage``, :class:`~lbnb.two_stage.TwoStage`), or on the uncontaminated training set
+(``oracle``, the clean upper reference; same test set)."""
+
+
+def fit_method(method: str, make_detector: DetectorFactory, noisy: Contaminated, clean_train: ImageSet,
+               seed: int, two_stage: dict | None = None):
+    """A detector fitted the way ``method`` says (see :data:`METHODS`); ``two_stage``: TwoStage options."""
+    if method == "baseline":
+        return make_detector(seed).fit(noisy.train)
+    if method == "oracle":
+        return make_detector(seed).fit(clean_train)
+    if method == "two_stage":
+        options = {"progress": False, **(two_stage or {})}
+        return TwoStage(make_detector, random_state=seed, **options).fit(noisy.train)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def fit_methods(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, noise: float, seed: int,
+                methods=METHODS, two_stage: dict | None = None) -> tuple[Contaminated, dict]:
+    """Contaminate (SoftPatch protocol, seeded) and fit one detector per method → (noisy, {method: detector})."""
+    noisy = contaminate_softpatch(train, test, noise, random_state=seed)
+    return noisy, {m: fit_method(m, make_detector, noisy, train, seed, two_stage) for m in methods}
 
 
 def run_trial(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, noise: float,
-              seed: int) -> dict:
-    """Contaminate ``train`` with α = ``noise`` (SoftPatch protocol, seeded), fit, score, evaluate."""
+              seed: int, method: str = "baseline", two_stage: dict | None = None) -> dict:
+    """Contaminate ``train`` with α = ``noise`` (SoftPatch protocol, seeded), fit per ``method``, score,
+    evaluate; the row holds every metric, the filter report (two-stage) and the wall times."""
     noisy = contaminate_softpatch(train, test, noise, random_state=seed)
-    detector = make_detector(seed)
     start = time.perf_counter()
-    detector.fit(noisy.train)
+    detector = fit_method(method, make_detector, noisy, train, seed, two_stage)
     fitted = time.perf_counter()
     image_scores, pixel_maps = detector.score(noisy.test)
     done = time.perf_counter()
-    return {**evaluate(noisy.test, image_scores, pixel_maps), "noise": float(noise), "seed": int(seed),
-            "realised_rate": noisy.realised_rate, "n_train": len(noisy.train), "n_test": len(noisy.test),
-            "fit_seconds": fitted - start, "score_seconds": done - fitted}
+    row = {**evaluate(noisy.test, image_scores, pixel_maps), "method": method, "noise": float(noise),
+           "seed": int(seed), "realised_rate": noisy.realised_rate, "n_train": len(noisy.train),
+           "n_test": len(noisy.test), "fit_seconds": fitted - start, "score_seconds": done - fitted}
+    if isinstance(detector, TwoStage):
+        row.update(detector.report_, stage1_seconds=detector.stage1_seconds_)
+    return row
 
 
-def _labelled_trial(category, name, train, test, make_detector, noise, seed, threads):
+def _labelled_trial(category, name, train, test, make_detector, noise, seed, method, two_stage, threads):
     if threads:
         torch.set_num_threads(threads)
-    return {"category": category, "detector": name, **run_trial(train, test, make_detector, noise, seed)}
+    return {"category": category, "detector": name,
+            **run_trial(train, test, make_detector, noise, seed, method, two_stage)}
 
 
 def sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], detectors: dict[str, DetectorFactory],
           noise_levels: Iterable[float], seeds: Iterable[int], n_jobs: int = 1,
-          progress: bool = True) -> pd.DataFrame:
-    """Every (category, detector, α, seed) trial; ``datasets`` maps category → (train, test).
+          progress: bool = True, methods: Iterable[str] = ("baseline",),
+          two_stage: dict | None = None) -> pd.DataFrame:
+    """Every (category, detector, method, α, seed) trial; ``datasets`` maps category → (train, test).
 
     ``n_jobs`` > 1 runs trials in local processes with joblib (each with its share of the CPU
     threads); the feature cache on disk is shared, so extract features once before a parallel sweep
     (any serial fit does) to avoid computing them in several processes at once.
     """
-    grid = [(c, d, a, s) for c in datasets for d in detectors for a in noise_levels for s in seeds]
+    methods, noise_levels, seeds = list(methods), list(noise_levels), list(seeds)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"methods must be among {METHODS}, got {bad}")
+    grid = [(c, d, m, a, s) for c in datasets for d in detectors for m in methods for a in noise_levels
+            for s in seeds]
     threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
-    calls = (delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, threads) for c, d, a, s in grid)
+    calls = (delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, m, two_stage, threads)
+             for c, d, m, a, s in grid)
     if n_jobs == 1:
         results = (call[0](*call[1], **call[2]) for call in calls)
     else:
         results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
     rows = list(tqdm(results, total=len(grid), desc="trials", disable=not progress))
     return pd.DataFrame(rows)
+
+
+def _filter_rows(category, train, test, make_detector, noise, seed, n_subsets, keep_fractions, aggregations,
+                 scopes, threads):
+    if threads:
+        torch.set_num_threads(threads)
+    noisy = contaminate_softpatch(train, test, noise, random_state=seed)
+    start = time.perf_counter()
+    result = stage1(noisy.train, make_detector, n_subsets, keep_fractions[0], aggregations[0], scopes[0],
+                    random_state=seed, progress=False)
+    seconds = time.perf_counter() - start
+    base = {"category": category, "noise": float(noise), "seed": int(seed), "n_subsets": int(n_subsets),
+            "realised_rate": noisy.realised_rate, "stage1_seconds": seconds}
+    return [{**base, "aggregation": a, "scope": s, "keep_fraction": str(t),
+             **result.reselect(aggregation=a, scope=s, keep_fraction=t).report}
+            for a in aggregations for s in scopes for t in keep_fractions
+            if not (a in ("variance", "max_variance") and s == "cross" and n_subsets < 3)]
+
+
+def filter_sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], make_detector: DetectorFactory,
+                 noise_levels: Iterable[float], n_subsets: Iterable[int], seeds: Iterable[int],
+                 keep_fractions=("auto",), aggregations=AGGREGATIONS, scopes=SCOPES, n_jobs: int = 1,
+                 progress: bool = True) -> pd.DataFrame:
+    """Stage-1 filter reports over (category, α, K, seed) × (aggregation, scope, keep fraction).
+
+    Stage 1 runs once per (category, α, K, seed); every (aggregation, scope, t) is a re-selection of
+    the same score matrix, so the extra rows cost nothing. One tidy row per combination with the
+    :func:`~lbnb.filtering.filter_report` columns and ``stage1_seconds``.
+    """
+    keep_fractions, aggregations, scopes = list(keep_fractions), list(aggregations), list(scopes)
+    grid = [(c, a, k, s) for c in datasets for a in noise_levels for k in n_subsets for s in seeds]
+    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
+    calls = [delayed(_filter_rows)(c, *datasets[c], make_detector, a, s, k, keep_fractions, aggregations, scopes,
+                                   threads) for c, a, k, s in grid]
+    if n_jobs == 1:
+        results = (call[0](*call[1], **call[2]) for call in calls)
+    else:
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
+    return pd.DataFrame([row for rows in tqdm(results, total=len(grid), desc="stage 1", disable=not progress)
+                         for row in rows])
+
+
+def gap_recovery(results: pd.DataFrame, metric: str = "i_auroc", by=("detector", "noise")) -> pd.DataFrame:
+    """Per ``by`` group: mean ``metric`` of baseline, two-stage and oracle, and the share of the
+    baseline→oracle gap that two-stage recovers, (two-stage − baseline) / (oracle − baseline), computed
+    on the means (NaN where the gap is below 0.005: nothing to recover)."""
+    means = results.pivot_table(index=list(by), columns="method", values=metric, aggfunc="mean")
+    missing = {"baseline", "two_stage", "oracle"} - set(means.columns)
+    if missing:
+        raise ValueError(f"gap_recovery needs rows of methods {sorted(missing)}")
+    gap = means["oracle"] - means["baseline"]
+    means["recovered"] = ((means["two_stage"] - means["baseline"]) / gap).where(gap >= 0.005)
+    return means[["baseline", "two_stage", "oracle", "recovered"]]

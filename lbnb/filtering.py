@@ -92,7 +92,8 @@ class ScoreMatrix:
 
     ``ids`` (N,) sample ids; ``scores`` S (K, N) float64, S[k, i] = image score of x_i under f_k (higher =
     more anomalous); ``trained_on`` (K, N) bool, x_i ∈ 𝒟_k; ``labels`` (N,) int8 ground truth when known
-    (1 = contaminated; all 0 when unknown); ``fit_seconds`` / ``score_seconds`` (K,) per sub-model.
+    (1 = contaminated; all 0 when unknown); ``fit_seconds`` / ``score_seconds`` (K,) per sub-model;
+    ``models``: the K fitted sub-models (for anomaly maps of suspects, :func:`cross_maps`).
     """
 
     ids: np.ndarray
@@ -101,6 +102,7 @@ class ScoreMatrix:
     labels: np.ndarray
     fit_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     score_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    models: list = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         k, n = self.scores.shape
@@ -184,7 +186,24 @@ def score_matrix(images, make_detector: DetectorFactory, n_subsets: int = 3, ran
         score_s[fold] = time.perf_counter() - start - fit_s[fold]
         seen[-1] = detector
     trained_on = folds[None, :] == np.arange(k)[:, None]
-    return ScoreMatrix(data.ids.copy(), scores, trained_on, data.labels.copy(), fit_s, score_s)
+    return ScoreMatrix(data.ids.copy(), scores, trained_on, data.labels.copy(), fit_s, score_s, seen)
+
+
+def cross_maps(matrix: ScoreMatrix, images, index) -> np.ndarray:
+    """Anomaly maps (n, H, W) of the images at ``index`` (positions in ``images``, the set the matrix was
+    built on): the mean map of the sub-models that did not train on each image."""
+    data = as_imageset(images)
+    if not np.array_equal(data.ids, matrix.ids):
+        raise ValueError("images must be the training set the score matrix was computed on")
+    if len(matrix.models) != matrix.n_subsets:
+        raise ValueError("this score matrix holds no fitted sub-models")
+    index = np.atleast_1d(np.asarray(index))
+    maps = []
+    for i in index:
+        chosen = data.subset([int(i)])
+        maps.append(np.mean([model.score(chosen)[1][0] for k, model in enumerate(matrix.models)
+                             if not matrix.trained_on[k, i]], axis=0))
+    return np.stack(maps).astype(np.float32)
 
 
 def aggregate(matrix: ScoreMatrix, how: str = "mean", scope: str = "cross") -> np.ndarray:

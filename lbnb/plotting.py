@@ -93,3 +93,93 @@ def plot_metric_vs_noise(results: pd.DataFrame, metrics=("i_auroc", "aupro"), hu
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_distributions(frame: pd.DataFrame, value: str, group: str, title: str = "", ax=None, log: bool = False,
+                       bins: int = 40):
+    """Density histograms of ``value`` per ``group`` (each normalised on its own, so a small group stays
+    visible). Returns the axes."""
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    sns.histplot(frame, x=value, hue=group, stat="density", common_norm=False, bins=bins, element="step",
+                 log_scale=log, ax=ax)
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_loss_trajectories(trajectories: pd.DataFrame, separation: pd.DataFrame, n_lines: int = 25,
+                           random_state: int = 0):
+    """Left: per-image training loss vs iteration (thin lines: a sample of images; thick: mean per kind).
+    Right: AUROC of the loss at finding the contaminated images vs iteration. Inputs from
+    :func:`lbnb.learning_bias.loss_trajectories` and :func:`~lbnb.learning_bias.loss_separation`."""
+    colors = {"normal": "#4c72b0", "contaminated": MASK_COLOR}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    rng = np.random.default_rng(random_state)
+    for kind, rows in trajectories.groupby("kind"):
+        images = rows.image.unique()
+        for image in rng.choice(images, min(n_lines, len(images)), replace=False):
+            line = rows[rows.image == image]
+            axes[0].plot(line.iteration, line.loss, color=colors.get(kind), alpha=0.15, lw=0.7)
+        mean = rows.groupby("iteration").loss.mean()
+        axes[0].plot(mean.index, mean.values, color=colors.get(kind), lw=2.5, label=f"{kind} (mean)")
+    axes[0].set(xlabel="training iteration", ylabel="per-image loss", yscale="log")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(separation.iteration, separation.auroc, marker="o", ms=3)
+    axes[1].axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes[1].set(xlabel="training iteration", ylabel="AUROC (loss flags contaminated)", ylim=(0.4, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, vmax: float, ax) -> None:
+    """An image with its anomaly map (H, W) blended on top (colour scale 0..vmax)."""
+    ax.imshow(image)
+    ax.imshow(amap, cmap="inferno", alpha=0.55, vmin=0, vmax=vmax)
+    ax.axis("off")
+
+
+def suspects_gallery(data: ImageSet, index: Sequence[int], maps: np.ndarray, scores: np.ndarray,
+                     ncols: int = 6, size: float = 1.9):
+    """The most suspicious training images: top row of each pair the image (true defects outlined),
+    bottom row its out-of-fold anomaly map; titles give rank, stage-1 score and the ground truth."""
+    index = list(index)
+    ncols = max(1, min(ncols, len(index)))
+    nrows = 2 * int(np.ceil(len(index) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    vmax = float(np.quantile(maps, 0.999))
+    for r, i in enumerate(index):
+        top, bottom = axes[2 * (r // ncols), r % ncols], axes[2 * (r // ncols) + 1, r % ncols]
+        top.imshow(data.images[i])
+        if data.masks[i].any():
+            top.contour(data.masks[i].astype(float), levels=[0.5], colors=MASK_COLOR, linewidths=0.9)
+        truth = data.defect_types[i] if data.labels[i] else "normal"
+        top.set_title(f"#{r + 1} {scores[i]:.1f} · {truth}", fontsize=7, color=MASK_COLOR if data.labels[i] else "k")
+        overlay(data.images[i], maps[r], vmax, bottom)
+    fig.tight_layout()
+    return fig
+
+
+def compare_maps(test: ImageSet, index: Sequence[int], maps: dict[str, np.ndarray], scores: dict[str, np.ndarray],
+                 size: float = 1.9):
+    """One row per test image: the image (mask outlined), then each method's anomaly map, titled with the
+    image score's rank among the test set's normal images (e.g. "above 40% of normals")."""
+    names = list(maps)
+    index = list(index)
+    fig, axes = plt.subplots(len(index), 1 + len(names), figsize=(size * (1 + len(names)), size * len(index)),
+                             squeeze=False)
+    normal = test.labels == 0
+    for row, i in zip(axes, index):
+        row[0].imshow(test.images[i])
+        row[0].contour(test.masks[i].astype(float), levels=[0.5], colors=MASK_COLOR, linewidths=0.9)
+        row[0].set_title(test.defect_types[i], fontsize=8)
+        row[0].axis("off")
+        for ax, name in zip(row[1:], names):
+            above = float((scores[name][normal] < scores[name][i]).mean())
+            overlay(test.images[i], maps[name][i], float(np.quantile(maps[name], 0.999)), ax)
+            ax.set_title(f"{name}\nabove {above:.0%} of normals", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from lbnb import series
@@ -41,3 +42,44 @@ def test_01_contamination_smoke(tmp_path):
     for figure in ("composition.png", "injected.png", "defects_brick.png", "detectors_vs_noise.png"):
         assert (tmp_path / "01_contamination" / figure).stat().st_size > 1000
     assert (tmp_path / "01_contamination" / "01_contamination.ipynb").exists()
+
+
+def test_02_learning_bias_smoke(tmp_path):
+    nb = series.run_series(tmp_path, smoke=True, only=["02"], log=lambda *_: None)["notebooks"]["02_learning_bias"]
+    # bias 1: the per-image loss separates contaminated from normal images once training has started
+    assert nb["loss_auroc_final"] > 0.8 and nb["loss_gap_final"] > 1.0
+    # bias 2: normal images have closer neighbours than contaminated ones, and normal pairs are the closest
+    assert nb["nn_distance_auroc"] > 0.8
+    medians = nb["pair_distance_median"]
+    assert medians["normal–normal"] < min(medians["normal–anomaly"], medians["anomaly–anomaly"])
+    assert nb["disagreement_auroc"]["PatchCore:mean"] > 0.85
+    for figure in ("loss_trajectories.png", "feature_divergence.png", "disagreement.png"):
+        assert (tmp_path / "02_learning_bias" / figure).stat().st_size > 1000
+
+
+def test_03_stage1_filtering_smoke(tmp_path):
+    nb = series.run_series(tmp_path, smoke=True, only=["03"], log=lambda *_: None)["notebooks"]["03_stage1_filtering"]
+    assert nb["main_filter_auroc"] > 0.85 and nb["filter_auroc_by_noise"]["0.2"] > 0.85
+    assert nb["main_kept_rate"] < nb["main_input_rate"]                   # the kept set is purer
+    assert nb["normal_removed_share_by_noise"]["0"] < 0.15                 # few normals lost at α = 0
+    assert set(nb["filter_auroc_by_aggregation"]) == {"mean", "max", "variance", "max_variance", "median",
+                                                      "rank_mean"}
+    reports = pd.read_csv(tmp_path / "03_stage1_filtering" / "filter_reports.csv")
+    assert set(reports.scope) == {"all", "cross"} and reports.n_kept.min() >= 1
+    for figure in ("stage1_scores.png", "suspects.png", "filter_ablations.png"):
+        assert (tmp_path / "03_stage1_filtering" / figure).stat().st_size > 1000
+
+
+def test_04_stage2_retraining_smoke(tmp_path):
+    nb = series.run_series(tmp_path, smoke=True, only=["04"], log=lambda *_: None)["notebooks"]["04_stage2_retraining"]
+    i_auroc = nb["i_auroc"]
+    rows = {"PatchCore · baseline", "PatchCore · two_stage", "PatchCore · oracle", "FeatureReconstruction · baseline",
+            "FeatureReconstruction · two_stage", "FeatureReconstruction · oracle", "SoftPatch"}
+    assert set(i_auroc) == {f"{r}@{a}" for r in rows for a in ("0", "0.2")}
+    # the memory bank is hurt by contamination, and two-stage gives some of it back
+    assert i_auroc["PatchCore · baseline@0.2"] < i_auroc["PatchCore · oracle@0.2"] - 0.05
+    assert i_auroc["PatchCore · two_stage@0.2"] > i_auroc["PatchCore · baseline@0.2"]
+    assert nb["filter_auroc"]["PatchCore@0.2"] > 0.85
+    table = pd.read_csv(tmp_path / "04_stage2_retraining" / "results.csv")
+    assert {"i_auroc", "aupro", "p_auroc", "filter_auroc", "fit_seconds"} <= set(table.columns)
+    assert (tmp_path / "04_stage2_retraining" / "blind_spots.png").stat().st_size > 1000
