@@ -89,9 +89,17 @@ def main() -> None:
             FeatureExtractor(progress=False).extract(part)
     grid = [(c, s, a) for c in args.categories for s in args.seeds for a in args.noise]
     start = time.perf_counter()
-    jobs = Parallel(n_jobs=args.jobs)(delayed(one_setting)(c, s, a, args.n_subsets, args.keep, args.coreset_ratio,
-                                                           args.aggregation, args.scope) for c, s, a in grid)
-    table = pd.DataFrame([row for rows in jobs for row in rows])
+    jobs = Parallel(n_jobs=args.jobs, return_as="generator")(
+        delayed(one_setting)(c, s, a, args.n_subsets, args.keep, args.coreset_ratio, args.aggregation, args.scope)
+        for c, s, a in grid)
+    rows = []
+    for done, setting in enumerate(jobs, 1):                               # one line per finished setting
+        rows += setting
+        first = setting[0]
+        line = " ".join(f"{r['method']}={r['i_auroc']:.3f}" for r in setting)
+        print(f"[{done}/{len(grid)}] {first['category']} seed {first['seed']} α={first['noise']:g}: {line}",
+              flush=True)
+    table = pd.DataFrame(rows)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     table.to_csv(args.out, index=False)
     print(f"{len(grid)} settings in {time.perf_counter() - start:.0f} s; table: {args.out}")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from lbnb.detector_base import NotFittedError, Scores, as_imageset
-from lbnb.filtering import (AGGREGATIONS, ScoreMatrix, aggregate, auto_threshold, filter_report, partition,
+from lbnb.filtering import (AGGREGATIONS, ScoreMatrix, aggregate, auto_threshold, cross_maps, filter_report,
+                            partition,
                             score_matrix, select, stage1)
 from lbnb.imageset import ImageSet
 
@@ -242,3 +243,12 @@ def test_all_aggregations_run_on_a_real_matrix():
     result = stage1(toy_set(), OracleScorer, n_subsets=3, progress=False)
     for how in AGGREGATIONS:
         assert result.reselect(aggregation=how).aggregated.shape == (30,)
+
+
+def test_cross_maps_average_the_out_of_fold_models():
+    data = toy_set()
+    result = stage1(data, OracleScorer, n_subsets=3, progress=False)
+    maps = cross_maps(result.matrix, data, [0, 5])
+    assert maps.shape == (2, 8, 8) and len(result.matrix.models) == 3
+    with pytest.raises(ValueError, match="training set"):
+        cross_maps(result.matrix, data.subset(np.arange(10)), [0])
