@@ -165,7 +165,7 @@ def image_scores_checked(detector, data: ImageSet) -> np.ndarray:
     return scores
 
 
-def score_matrix(images, make_detector: DetectorFactory, n_subsets: int = 3, random_state: int = 0,
+def score_matrix(images, make_detector: DetectorFactory, n_subsets: int = 5, random_state: int = 0,
                  progress: bool = True) -> ScoreMatrix:
     """Fit sub-model f_k = ``make_detector(random_state + k)`` on subset 𝒟_k and score all N images.
 
@@ -319,7 +319,7 @@ class Stage1Result:
         return Stage1Result(self.matrix, **{**params, **changes})
 
 
-def stage1(images, make_detector: DetectorFactory, n_subsets: int = 3, keep_fraction=AUTO,
+def stage1(images, make_detector: DetectorFactory, n_subsets: int = 5, keep_fraction=AUTO,
            aggregation: str = "mean", scope: str = "cross", random_state: int = 0,
            progress: bool = True) -> Stage1Result:
     """Partition, fit K sub-models, score, aggregate, select — the whole of stage 1."""

@@ -43,7 +43,9 @@ class TwoStage:
     """Stage-1 purification, then stage-2 training on the kept images.
 
     Hyperparameters: ``make_detector`` (random_state → new unfitted detector; used for the K sub-models
-    and the final model); ``n_subsets`` K; ``keep_fraction`` t (kept share, the paper's semantics) or
+    and the final model); ``n_subsets`` K (default 5; the released config uses 3 — measured on brick at
+    α = 0.2, PatchCore filter AUROC 0.958 / 0.978 / 0.982 for K = 3 / 5 / 10, and smaller subsets make
+    memory-bank sub-models cheaper); ``keep_fraction`` t (kept share, the paper's semantics) or
     "auto" (robust threshold, no knowledge of α); ``aggregation`` and ``scope`` (see
     :func:`lbnb.filtering.aggregate`); ``stage1_iterations`` (training budget of each sub-model; None
     keeps the factory's); ``random_state`` (partition and sub-model seeds).
@@ -53,7 +55,7 @@ class TwoStage:
     """
 
     make_detector: DetectorFactory
-    n_subsets: int = 3
+    n_subsets: int = 5
     keep_fraction: float | str = AUTO
     aggregation: str = "mean"
     scope: str = "cross"
