@@ -1,8 +1,9 @@
 """Trials and sweeps: contaminate, fit, score, evaluate — one tidy row per trial.
 
 A *trial* is (category, detector, method, noise α, seed): the seed draws the contamination and seeds
-the detector; the method (:data:`METHODS`) says what the detector is trained on. :func:`sweep` runs the cross product and returns a tidy ``pandas.DataFrame`` (one row per
-trial with every metric, the realised contamination rate and the wall time), ready for seaborn.
+the detector; the method (:data:`METHODS`) says what the detector is trained on. :func:`sweep` runs
+the cross product and returns a tidy ``pandas.DataFrame`` (one row per trial with every metric, the
+realised contamination rate and the wall time), ready for seaborn.
 """
 from __future__ import annotations
 
@@ -89,15 +90,25 @@ def sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], detectors: dict[str, D
         raise ValueError(f"methods must be among {METHODS}, got {bad}")
     grid = [(c, d, m, a, s) for c in datasets for d in detectors for m in methods for a in noise_levels
             for s in seeds]
-    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
-    calls = (delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, m, two_stage, threads)
-             for c, d, m, a, s in grid)
+    threads = _threads_per_job(n_jobs)
+    calls = [delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, m, two_stage, threads)
+             for c, d, m, a, s in grid]
+    return pd.DataFrame(list(_run(calls, n_jobs, "trials", progress)))
+
+
+def _threads_per_job(n_jobs: int) -> int:
+    """Torch threads for each of ``n_jobs`` worker processes (0 = leave the count alone, serial runs)."""
+    return max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
+
+
+def _run(calls: list, n_jobs: int, desc: str, progress: bool):
+    """Results of joblib ``delayed`` calls, in order: serially for ``n_jobs == 1``, else in local
+    processes; with a progress bar."""
     if n_jobs == 1:
         results = (call[0](*call[1], **call[2]) for call in calls)
     else:
         results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
-    rows = list(tqdm(results, total=len(grid), desc="trials", disable=not progress))
-    return pd.DataFrame(rows)
+    return tqdm(results, total=len(calls), desc=desc, disable=not progress)
 
 
 def _filter_rows(category, train, test, make_detector, noise, seed, n_subsets, keep_fractions, aggregations,
@@ -129,15 +140,10 @@ def filter_sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], make_detector: 
     """
     keep_fractions, aggregations, scopes = list(keep_fractions), list(aggregations), list(scopes)
     grid = [(c, a, k, s) for c in datasets for a in noise_levels for k in n_subsets for s in seeds]
-    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
+    threads = _threads_per_job(n_jobs)
     calls = [delayed(_filter_rows)(c, *datasets[c], make_detector, a, s, k, keep_fractions, aggregations, scopes,
                                    threads) for c, a, k, s in grid]
-    if n_jobs == 1:
-        results = (call[0](*call[1], **call[2]) for call in calls)
-    else:
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
-    return pd.DataFrame([row for rows in tqdm(results, total=len(grid), desc="stage 1", disable=not progress)
-                         for row in rows])
+    return pd.DataFrame([row for rows in _run(calls, n_jobs, "stage 1", progress) for row in rows])
 
 
 def gap_recovery(results: pd.DataFrame, metric: str = "i_auroc", by=("detector", "noise")) -> pd.DataFrame:
