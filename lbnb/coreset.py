@@ -7,6 +7,12 @@ point is largest. This 2-approximates the minimax coverage radius max_m min_{c�
 As in PatchCore, distances are computed on a seeded Gaussian random projection ψ: ℝ^C → ℝ^d
 (Johnson–Lindenstrauss, d = ``projection_dim``), which preserves pairwise distances approximately and
 makes each greedy step cost O(M·d). The selected *indices* are returned; callers keep the full features.
+
+d = 64 by default (PatchCore used 128). Each greedy step reads all of ψ(𝓜), so the loop is bound by memory
+bandwidth: at 80 000 patches, ψ(𝓜) is 41 MB at d = 128 but 20 MB at d = 64, which fits a 32 MB L3 cache.
+Measured on 2 EPYC cores (benchmarks/README.md): a 4 000-point coreset took 24 s at d = 128 and 3 s at
+d = 64. Mean I-AUROC over the 5 embedded categories was 0.964 at both d for α = 0, and 0.898 vs 0.893 for
+α = 0.1.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ def random_projection(features: torch.Tensor, projection_dim: int | None, random
 
 
 @torch.no_grad()
-def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int | None = 128,
+def greedy_coreset(features: torch.Tensor, n_select: int, projection_dim: int | None = 64,
                    random_state: int = 0, progress: bool = False) -> torch.Tensor:
     """Indices (n_select,) int64 of a greedy k-center coreset of ``features`` (M, C).
 

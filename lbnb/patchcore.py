@@ -78,7 +78,7 @@ class PatchCore:
     reweight: bool = False
     reweight_neighbors: int = 9
     sigma: float = 4.0
-    projection_dim: int | None = 128
+    projection_dim: int | None = 64
     random_state: int = 0
     device: str = "auto"
     extractor: FeatureExtractor = field(default_factory=FeatureExtractor)
