@@ -290,41 +290,95 @@ class Stage1Result:
 
     ``aggregated`` (N,) stage-1 scores; ``keep`` (N,) bool; ``kept_ids``; ``report`` (see
     :func:`filter_report`).
+
+    With several purification rounds (:func:`stage1` with ``n_rounds`` > 1), ``next_round`` is the result
+    of stage 1 run again on this round's kept images. ``keep`` is then the final selection: kept by this
+    round *and* by every later one. ``round_keep`` is this round's own selection, and ``rounds`` lists the
+    rounds in order. ``aggregated`` stays the first round's score, the paper's stage-1 score, so
+    ``report["filter_auroc"]`` measures one stage 1 whatever the number of rounds.
     """
 
     matrix: ScoreMatrix
     aggregation: str = "mean"
     scope: str = "cross"
     keep_fraction: float | str = AUTO
+    next_round: "Stage1Result | None" = None
 
     def __post_init__(self):
         check_keep_fraction(self.keep_fraction)
         self.aggregated = aggregate(self.matrix, self.aggregation, self.scope)
-        self.keep = select(self.aggregated, self.keep_fraction, self.matrix.ids)
+        self.round_keep = select(self.aggregated, self.keep_fraction, self.matrix.ids)
+        self.keep = self.round_keep.copy()
+        if self.next_round is not None:
+            self.keep &= np.isin(self.matrix.ids, self.next_round.kept_ids)
 
     @property
     def kept_ids(self) -> np.ndarray:
         return self.matrix.ids[self.keep]
 
     @property
+    def rounds(self) -> list["Stage1Result"]:
+        """[this round, the next, …]: one :class:`Stage1Result` per purification round."""
+        return [self] + (self.next_round.rounds if self.next_round is not None else [])
+
+    @property
+    def seconds(self) -> float:
+        """Sub-model fit + score seconds summed over all rounds."""
+        return sum(result.matrix.seconds for result in self.rounds)
+
+    @property
     def report(self) -> dict:
-        return filter_report(self.matrix.labels, self.aggregated, self.keep)
+        """:func:`filter_report` of the final selection, plus ``n_rounds`` (rounds run)."""
+        return {**filter_report(self.matrix.labels, self.aggregated, self.keep), "n_rounds": len(self.rounds)}
 
     def reselect(self, **changes) -> "Stage1Result":
-        """The same matrix with other ``aggregation``, ``scope`` or ``keep_fraction``."""
+        """The same matrix with other ``aggregation``, ``scope`` or ``keep_fraction`` (one round only:
+        later rounds were trained on this round's selection, so they cannot be re-selected for free)."""
         params = {"aggregation": self.aggregation, "scope": self.scope, "keep_fraction": self.keep_fraction}
         unknown = set(changes) - set(params)
         if unknown:
             raise TypeError(f"reselect() takes {sorted(params)}, not {sorted(unknown)}")
+        if self.next_round is not None:
+            raise ValueError("reselect() needs a one-round result; run stage1(..., n_rounds=...) again instead")
         return Stage1Result(self.matrix, **{**params, **changes})
+
+
+def check_n_rounds(n_rounds) -> int:
+    """``n_rounds`` must be an integer ≥ 1."""
+    if isinstance(n_rounds, bool) or not isinstance(n_rounds, (int, np.integer)) or n_rounds < 1:
+        raise ValueError(f"n_rounds must be an integer ≥ 1, got {n_rounds!r}")
+    return int(n_rounds)
 
 
 def stage1(images, make_detector: DetectorFactory, n_subsets: int = 5, keep_fraction=AUTO,
            aggregation: str = "mean", scope: str = "cross", random_state: int = 0,
-           progress: bool = True) -> Stage1Result:
-    """Partition, fit K sub-models, score, aggregate, select — the whole of stage 1."""
+           progress: bool = True, n_rounds: int = 1) -> Stage1Result:
+    """Partition, fit K sub-models, score, aggregate, select — the whole of stage 1.
+
+    ``n_rounds`` > 1 purifies iteratively: each round runs stage 1 again on the images the previous round
+    kept, with a new partition (seed ``random_state + r``). Sub-models trained on a purer set have seen
+    fewer copies of each recurring defect, so the defects that hid behind their look-alikes in round 1
+    stand out in round 2. With ``"auto"`` the rounds stop early once a round removes nothing; with a
+    fixed t every round keeps t^(1/n_rounds) of its input, so the final kept share is still t. Rounds
+    also stop when fewer than 2·K images remain.
+    """
     check_keep_fraction(keep_fraction)
     _check_choice(aggregation, AGGREGATIONS, "aggregation")
     _check_choice(scope, SCOPES, "scope")
-    matrix = score_matrix(images, make_detector, n_subsets, random_state, progress)
-    return Stage1Result(matrix, aggregation, scope, keep_fraction)
+    n_rounds = check_n_rounds(n_rounds)
+    per_round = keep_fraction if keep_fraction == AUTO else float(keep_fraction) ** (1.0 / n_rounds)
+    data = as_imageset(images)
+    matrices, current = [], data
+    for r in range(n_rounds):
+        if r and len(current) < 2 * n_subsets:
+            break
+        matrix = score_matrix(current, make_detector, n_subsets, random_state + r, progress)
+        matrices.append(matrix)
+        keep = Stage1Result(matrix, aggregation, scope, per_round).keep
+        if keep.all():
+            break
+        current = current.subset(np.flatnonzero(keep))
+    result = None
+    for matrix in reversed(matrices):
+        result = Stage1Result(matrix, aggregation, scope, per_round, next_round=result)
+    return result

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .detector_base import Scores, as_imageset, check_fitted, check_training_set
 from .filtering import (AGGREGATIONS, AUTO, SCOPES, DetectorFactory, Stage1Result, _check_choice,
-                        check_keep_fraction, check_n_subsets, fit_checked, new_detector, stage1)
+                        check_keep_fraction, check_n_rounds, check_n_subsets, fit_checked, new_detector, stage1)
 
 
 def with_iterations(make_detector: DetectorFactory, n_iterations: int | None) -> DetectorFactory:
@@ -48,7 +48,8 @@ class TwoStage:
     memory-bank sub-models cheaper); ``keep_fraction`` t (kept share, the paper's semantics) or
     "auto" (robust threshold, no knowledge of α); ``aggregation`` and ``scope`` (see
     :func:`lbnb.filtering.aggregate`); ``stage1_iterations`` (training budget of each sub-model; None
-    keeps the factory's); ``random_state`` (partition and sub-model seeds).
+    keeps the factory's); ``random_state`` (partition and sub-model seeds); ``n_rounds`` (purification
+    rounds, see :func:`lbnb.filtering.stage1`).
 
     Learned state: ``stage1_`` (:class:`~lbnb.filtering.Stage1Result`: score matrix, kept ids, report),
     ``detector_`` (the stage-2 detector), ``stage1_seconds_``, ``stage2_seconds_``.
@@ -62,10 +63,12 @@ class TwoStage:
     stage1_iterations: int | None = None
     random_state: int = 0
     progress: bool = True
+    n_rounds: int = 1
 
     def __post_init__(self):
         self.detector_ = None
         check_keep_fraction(self.keep_fraction)
+        check_n_rounds(self.n_rounds)
         _check_choice(self.aggregation, AGGREGATIONS, "aggregation")
         _check_choice(self.scope, SCOPES, "scope")
         if not callable(self.make_detector):
@@ -78,7 +81,8 @@ class TwoStage:
         check_n_subsets(self.n_subsets, len(data))
         start = time.perf_counter()
         self.stage1_ = stage1(data, with_iterations(self.make_detector, self.stage1_iterations), self.n_subsets,
-                              self.keep_fraction, self.aggregation, self.scope, self.random_state, self.progress)
+                              self.keep_fraction, self.aggregation, self.scope, self.random_state, self.progress,
+                              self.n_rounds)
         self.stage1_seconds_ = time.perf_counter() - start
         start = time.perf_counter()
         detector = new_detector(self.make_detector, self.random_state)

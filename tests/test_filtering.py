@@ -252,3 +252,39 @@ def test_cross_maps_average_the_out_of_fold_models():
     assert maps.shape == (2, 8, 8) and len(result.matrix.models) == 3
     with pytest.raises(ValueError, match="training set"):
         cross_maps(result.matrix, data.subset(np.arange(10)), [0])
+
+
+# -- purification rounds ---------------------------------------------------------------------------
+def test_rounds_rescore_the_kept_set_and_keep_t_overall():
+    data = toy_set(n=40, n_bad=8)
+    intensity = dict(zip(data.ids, data.images[:, 0, 0, 0]))
+    result = stage1(data, OracleScorer, n_subsets=4, keep_fraction=0.5, n_rounds=2, progress=False)
+    first, second = result.rounds
+    assert len(first.matrix.ids) == 40 and first.round_keep.sum() == 28    # ⌊40 · √0.5⌋
+    assert set(second.matrix.ids) == set(first.matrix.ids[first.round_keep])  # round 2 sees round 1's kept
+    assert second.round_keep.sum() == 19                                   # ⌊28 · √0.5⌋
+    lowest = set(sorted(data.ids, key=lambda i: intensity[i])[:19])
+    assert set(result.kept_ids) == lowest == set(second.kept_ids)
+    assert result.keep.shape == (40,) and result.report["n_rounds"] == 2 and result.report["n_kept"] == 19
+    assert result.seconds >= result.matrix.seconds
+    with pytest.raises(ValueError, match="one-round"):
+        result.reselect(keep_fraction=0.9)
+
+
+def test_auto_rounds_stop_once_nothing_is_removed():
+    data = toy_set(n=40, n_bad=0)
+    levels = np.random.default_rng(0).normal(100, 5, 40).round()
+    levels[:3] = 250
+    images = np.broadcast_to(levels.astype(np.uint8)[:, None, None, None], data.images.shape).copy()
+    data = ImageSet(images, (np.arange(40) < 3).astype(np.int8), data.masks, data.ids, data.defect_types, "toy")
+    result = stage1(data, OracleScorer, n_subsets=4, n_rounds=5, progress=False)
+    rounds = result.rounds
+    assert len(rounds) < 5 and rounds[-1].round_keep.all()                 # converged early
+    assert result.report["removed_share"] == 1.0
+    assert result.report["n_rounds"] == len(rounds)
+
+
+@pytest.mark.parametrize("r", [0, -1, 1.5, True, "2"])
+def test_stage1_rejects_bad_n_rounds(r):
+    with pytest.raises(ValueError, match="n_rounds"):
+        stage1(toy_set(), OracleScorer, n_subsets=3, n_rounds=r, progress=False)

@@ -33,6 +33,16 @@ def test_stage_two_trains_on_exactly_the_kept_ids():
     assert model.stage1_seconds_ >= 0 and model.stage2_seconds_ >= 0
 
 
+def test_stage_two_trains_on_the_last_rounds_kept_ids():
+    data = toy_set(n=40, n_bad=8)
+    model = TwoStage(OracleScorer, n_subsets=4, keep_fraction=0.5, n_rounds=2, progress=False).fit(data)
+    assert len(model.stage1_.rounds) == 2
+    assert set(model.detector_.train_ids_) == set(model.kept_ids_) == set(model.stage1_.rounds[-1].kept_ids)
+    assert len(model.kept_ids_) == 19 and model.report_["n_rounds"] == 2
+    with pytest.raises(ValueError, match="n_rounds"):
+        TwoStage(OracleScorer, n_rounds=0)
+
+
 def test_auto_selection_removes_the_outliers():
     data = toy_set(n=40, n_bad=0)
     levels = np.random.default_rng(0).normal(100, 5, 40).round()
