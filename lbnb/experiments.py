@@ -7,6 +7,7 @@ realised contamination rate and the wall time), ready for seaborn.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Callable, Iterable
@@ -20,13 +21,17 @@ from .contamination import Contaminated, contaminate_softpatch
 from .filtering import AGGREGATIONS, SCOPES, stage1
 from .imageset import ImageSet
 from .metrics import evaluate
+from .patchcore import PatchCore
+from .softpatch import SoftPatch
 from .two_stage import TwoStage
 
 DetectorFactory = Callable[[int], object]  # random_state -> unfitted detector
-METHODS = ("baseline", "two_stage", "oracle")
+METHODS = ("baseline", "two_stage", "oracle", "softpatch")
 """How a detector meets a contaminated training set: trained on it as is (``baseline``), on what stage 1
 keeps of it (``two_stage``, :class:`~lbnb.two_stage.TwoStage`), or on the uncontaminated training set
-(``oracle``, the clean upper reference; same test set)."""
+(``oracle``, the clean upper reference; same test set); ``softpatch``: the noise-robust peer, SoftPatch
+with the PatchCore factory's hyperparameters, trained on the contaminated set (PatchCore factories only)."""
+CORE_METHODS = METHODS[:3]  # the methods every detector has
 
 
 def fit_method(method: str, make_detector: DetectorFactory, noisy: Contaminated, clean_train: ImageSet,
@@ -39,11 +44,21 @@ def fit_method(method: str, make_detector: DetectorFactory, noisy: Contaminated,
     if method == "two_stage":
         options = {"progress": False, **(two_stage or {})}
         return TwoStage(make_detector, random_state=seed, **options).fit(noisy.train)
+    if method == "softpatch":
+        return softpatch_like(make_detector(seed)).fit(noisy.train)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
+def softpatch_like(detector) -> SoftPatch:
+    """SoftPatch with the hyperparameters (and random state) of an unfitted PatchCore ``detector``."""
+    if not isinstance(detector, PatchCore):
+        raise TypeError(f"method 'softpatch' needs a PatchCore factory (SoftPatch is PatchCore with "
+                        f"patch-level denoising), got {type(detector).__name__}")
+    return SoftPatch(**{f.name: getattr(detector, f.name) for f in dataclasses.fields(PatchCore) if f.init})
+
+
 def fit_methods(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, noise: float, seed: int,
-                methods=METHODS, two_stage: dict | None = None) -> tuple[Contaminated, dict]:
+                methods=CORE_METHODS, two_stage: dict | None = None) -> tuple[Contaminated, dict]:
     """Contaminate (SoftPatch protocol, seeded) and fit one detector per method → (noisy, {method: detector})."""
     noisy = contaminate_softpatch(train, test, noise, random_state=seed)
     return noisy, {m: fit_method(m, make_detector, noisy, train, seed, two_stage) for m in methods}
@@ -147,13 +162,20 @@ def filter_sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], make_detector: 
 
 
 def gap_recovery(results: pd.DataFrame, metric: str = "i_auroc", by=("detector", "noise")) -> pd.DataFrame:
-    """Per ``by`` group: mean ``metric`` of baseline, two-stage and oracle, and the share of the
-    baseline→oracle gap that two-stage recovers, (two-stage − baseline) / (oracle − baseline), computed
-    on the means (NaN where the gap is below 0.005: nothing to recover)."""
+    """Per ``by`` group: mean ``metric`` of each method, and the share of the baseline→oracle gap that
+    two-stage recovers, (two-stage − baseline) / (oracle − baseline), computed on the means (NaN where the
+    gap is below 0.005: nothing to recover) — column ``recovered``. Any further method (say a variant of
+    two-stage labelled "two_stage_1round") gets its own ``recovered_<method>`` column."""
     means = results.pivot_table(index=list(by), columns="method", values=metric, aggfunc="mean")
     missing = {"baseline", "two_stage", "oracle"} - set(means.columns)
     if missing:
         raise ValueError(f"gap_recovery needs rows of methods {sorted(missing)}")
     gap = means["oracle"] - means["baseline"]
+    others = [m for m in means.columns if m not in ("baseline", "two_stage", "oracle")]
+    columns = ["baseline", "two_stage", *others, "oracle", "recovered"]
     means["recovered"] = ((means["two_stage"] - means["baseline"]) / gap).where(gap >= 0.005)
-    return means[["baseline", "two_stage", "oracle", "recovered"]]
+    for m in others:
+        means[f"recovered_{m}"] = ((means[m] - means["baseline"]) / gap).where(gap >= 0.005)
+        columns.append(f"recovered_{m}")
+    means.columns.name = None
+    return means[columns]

@@ -343,6 +343,20 @@ class Stage1Result:
         return Stage1Result(self.matrix, **{**params, **changes})
 
 
+def round_report(result: Stage1Result) -> list[dict]:
+    """One row per purification round: ``round`` (1-based), ``n_scored`` images it scored, and how many
+    contaminated / normal images it removed and left (labels as the score matrix holds them)."""
+    rows = []
+    for r, res in enumerate(result.rounds, 1):
+        bad = res.matrix.labels.astype(bool)
+        rows.append({"round": r, "n_scored": len(bad),
+                     "contaminated_removed": int((bad & ~res.round_keep).sum()),
+                     "normal_removed": int((~bad & ~res.round_keep).sum()),
+                     "contaminated_left": int((bad & res.round_keep).sum()),
+                     "seconds": res.matrix.seconds})
+    return rows
+
+
 def check_n_rounds(n_rounds) -> int:
     """``n_rounds`` must be an integer ≥ 1."""
     if isinstance(n_rounds, bool) or not isinstance(n_rounds, (int, np.integer)) or n_rounds < 1:

@@ -183,3 +183,24 @@ def compare_maps(test: ImageSet, index: Sequence[int], maps: dict[str, np.ndarra
             ax.set_title(f"{name}\nabove {above:.0%} of normals", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_rounds(rows: list[dict], title: str = "", ax=None):
+    """Purification rounds (rows of :func:`lbnb.filtering.round_report`): bars of contaminated and normal
+    images removed per round; the label over each bar pair gives the contaminated images still left."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.2))
+    rounds = np.array([r["round"] for r in rows])
+    bad = np.array([r["contaminated_removed"] for r in rows])
+    good = np.array([r["normal_removed"] for r in rows])
+    ax.bar(rounds - 0.2, bad, 0.4, color=MASK_COLOR, label="contaminated removed")
+    ax.bar(rounds + 0.2, good, 0.4, color="#4c72b0", label="normal removed")
+    for r, left, top in zip(rounds, (r["contaminated_left"] for r in rows), np.maximum(bad, good)):
+        ax.annotate(f"{left} left", (r, top), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                    textcoords="offset points")
+    ax.set_xticks(rounds)
+    ax.set_xlabel("round")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    return ax

@@ -5,7 +5,7 @@ import pytest
 
 from lbnb.contamination import contaminate_softpatch
 from lbnb.data import load_embedded
-from lbnb.experiments import METHODS, filter_sweep, fit_method, gap_recovery, run_trial, sweep
+from lbnb.experiments import CORE_METHODS, METHODS, filter_sweep, fit_method, gap_recovery, run_trial, sweep
 from lbnb.patchcore import PatchCore
 from lbnb.two_stage import TwoStage
 
@@ -26,8 +26,12 @@ def test_methods_train_on_the_right_sets(small):
     assert len(fit_method("oracle", pc, noisy, train, 0).coreset_index_) == int(0.2 * len(train) * 400)
     two = fit_method("two_stage", pc, noisy, train, 0, {"n_subsets": 3, "keep_fraction": 0.5})
     assert isinstance(two, TwoStage) and len(two.kept_ids_) == len(noisy.train) // 2
+    soft = fit_method("softpatch", pc, noisy, train, 0)
+    assert type(soft).__name__ == "SoftPatch" and soft.coreset_ratio == 0.2 and soft.random_state == 0
     with pytest.raises(ValueError, match="method"):
-        fit_method("softpatch", pc, noisy, train, 0)
+        fit_method("nope", pc, noisy, train, 0)
+    with pytest.raises(TypeError, match="PatchCore"):
+        fit_method("softpatch", lambda s: TwoStage(pc), noisy, train, 0)
 
 
 def test_run_trial_row_carries_the_filter_report(small):
@@ -46,10 +50,14 @@ def test_filter_sweep_reselects_one_matrix(small):
 
 
 def test_gap_recovery_by_hand():
-    rows = pd.DataFrame({"detector": "d", "noise": [0.2] * 3 + [0.0] * 3, "method": list(METHODS) * 2,
+    rows = pd.DataFrame({"detector": "d", "noise": [0.2] * 3 + [0.0] * 3, "method": list(CORE_METHODS) * 2,
                          "i_auroc": [0.80, 0.95, 1.00, 0.99, 0.99, 0.992]})
     rec = gap_recovery(rows)
     assert rec.loc[("d", 0.2), "recovered"] == pytest.approx(0.75)
     assert np.isnan(rec.loc[("d", 0.0), "recovered"])                     # gap 0.002: nothing to recover
     with pytest.raises(ValueError, match="oracle"):
         gap_recovery(rows[rows.method != "oracle"])
+    variant = pd.DataFrame({"detector": "d", "noise": [0.2], "method": ["two_stage_1round"], "i_auroc": [0.85]})
+    rec = gap_recovery(pd.concat([rows, variant]))
+    assert rec.loc[("d", 0.2), "recovered_two_stage_1round"] == pytest.approx(0.25)
+    assert rec.loc[("d", 0.2), "recovered"] == pytest.approx(0.75)

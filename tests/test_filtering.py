@@ -12,6 +12,7 @@ import pytest
 
 from lbnb.detector_base import NotFittedError, Scores, as_imageset
 from lbnb.filtering import (AGGREGATIONS, ScoreMatrix, aggregate, auto_threshold, cross_maps, filter_report,
+                            round_report,
                             partition,
                             score_matrix, select, stage1)
 from lbnb.imageset import ImageSet
@@ -288,3 +289,13 @@ def test_auto_rounds_stop_once_nothing_is_removed():
 def test_stage1_rejects_bad_n_rounds(r):
     with pytest.raises(ValueError, match="n_rounds"):
         stage1(toy_set(), OracleScorer, n_subsets=3, n_rounds=r, progress=False)
+
+
+def test_round_report_counts_each_round():
+    data = toy_set(n=40, n_bad=8)
+    result = stage1(data, OracleScorer, n_subsets=4, keep_fraction=0.5, n_rounds=2, progress=False)
+    rows = round_report(result)
+    assert [r["n_scored"] for r in rows] == [40, 28]
+    assert rows[0]["contaminated_removed"] == 8 and rows[0]["normal_removed"] == 4   # the 12 brightest
+    assert rows[1]["contaminated_removed"] == 0 and rows[1]["normal_removed"] == 9
+    assert rows[-1]["contaminated_left"] == 0
