@@ -13,6 +13,25 @@ import pandas as pd
 METHOD_NAMES = {"baseline": "baseline", "two_stage": "two-stage", "oracle": "clean oracle", "softpatch": "SoftPatch"}
 
 
+def keep_fraction_value(value):
+    """A kept fraction t as read back from a CSV: "0.8" → 0.8, "auto" stays, missing → None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str) and value != "auto":
+        return float(value)
+    return value
+
+
+def read_results(*paths) -> pd.DataFrame:
+    """Concatenated results tables (CSV files written from :func:`lbnb.grid.run_grid` tables), with the
+    kept fraction t restored to numbers and "auto"."""
+    frames = [pd.read_csv(p) for p in paths]
+    table = pd.concat(frames, ignore_index=True)
+    if "keep_fraction" in table:
+        table["keep_fraction"] = pd.Series([keep_fraction_value(v) for v in table.keep_fraction], dtype=object)
+    return table
+
+
 def method_label(row) -> str:
     """'<detector> · <method>', with '×R' for two-stage rows run with up to R > 1 purification rounds."""
     name = METHOD_NAMES.get(row["method"], row["method"])

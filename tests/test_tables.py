@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lbnb.tables import ablation, method_label, paper_table, seed_stats, with_labels
+from lbnb.tables import ablation, method_label, paper_table, read_results, seed_stats, with_labels
 
 
 def frame():
@@ -45,3 +45,10 @@ def test_ablation_along_one_setting():
     table = ablation(two, "n_subsets")
     assert table.loc["5", "filter_auroc_mean"] == pytest.approx(0.96)
     assert table.loc["5", "i_auroc_n_seeds"] == 2
+
+
+def test_read_results_restores_keep_fractions(tmp_path):
+    rows = frame().assign(keep_fraction=[None, "auto", None, 0.8] * 2)
+    rows.to_csv(tmp_path / "a.csv", index=False)
+    back = read_results(tmp_path / "a.csv", tmp_path / "a.csv")
+    assert len(back) == 16 and back.keep_fraction.tolist()[:4] == [None, "auto", None, 0.8]
