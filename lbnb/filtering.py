@@ -373,26 +373,29 @@ def stage1(images, make_detector: DetectorFactory, n_subsets: int = 5, keep_frac
     kept, with a new partition (seed ``random_state + r``). Sub-models trained on a purer set have seen
     fewer copies of each recurring defect, so the defects that hid behind their look-alikes in round 1
     stand out in round 2. With ``"auto"`` the rounds stop early once a round removes nothing; with a
-    fixed t every round keeps t^(1/n_rounds) of its input, so the final kept share is still t. Rounds
-    also stop when fewer than 2·K images remain.
+    fixed t round r (1-based) keeps ⌊N·t^(r/R)⌋ of the N input images, so the last one keeps ⌊N·t⌋, as
+    one round would. Rounds also stop when fewer than 2·K images remain.
     """
     check_keep_fraction(keep_fraction)
     _check_choice(aggregation, AGGREGATIONS, "aggregation")
     _check_choice(scope, SCOPES, "scope")
     n_rounds = check_n_rounds(n_rounds)
-    per_round = keep_fraction if keep_fraction == AUTO else float(keep_fraction) ** (1.0 / n_rounds)
     data = as_imageset(images)
-    matrices, current = [], data
+    rounds, current = [], data                                          # (matrix, keep fraction) per round
     for r in range(n_rounds):
         if r and len(current) < 2 * n_subsets:
             break
         matrix = score_matrix(current, make_detector, n_subsets, random_state + r, progress)
-        matrices.append(matrix)
-        keep = Stage1Result(matrix, aggregation, scope, per_round).keep
+        fraction = keep_fraction
+        if keep_fraction != AUTO:                                       # keep ⌊N · t^((r+1)/R)⌋ of all N
+            target = max(1, int(len(data) * float(keep_fraction) ** ((r + 1) / n_rounds) + 1e-9))
+            fraction = min(1.0, target / len(current))
+        rounds.append((matrix, fraction))
+        keep = Stage1Result(matrix, aggregation, scope, fraction).keep
         if keep.all():
             break
         current = current.subset(np.flatnonzero(keep))
     result = None
-    for matrix in reversed(matrices):
-        result = Stage1Result(matrix, aggregation, scope, per_round, next_round=result)
+    for matrix, fraction in reversed(rounds):
+        result = Stage1Result(matrix, aggregation, scope, fraction, next_round=result)
     return result

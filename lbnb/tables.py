@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METHOD_NAMES = {"baseline": "baseline", "two_stage": "two-stage", "oracle": "clean oracle", "softpatch": "SoftPatch"}
+METHOD_NAMES = {"baseline": "baseline", "two_stage": "two-stage", "oracle": "clean oracle", "softpatch": "SoftPatch",
+                "two_stage_1round": "two-stage (1 round)"}
 
 
 def keep_fraction_value(value):

@@ -263,10 +263,10 @@ def test_rounds_rescore_the_kept_set_and_keep_t_overall():
     first, second = result.rounds
     assert len(first.matrix.ids) == 40 and first.round_keep.sum() == 28    # ⌊40 · √0.5⌋
     assert set(second.matrix.ids) == set(first.matrix.ids[first.round_keep])  # round 2 sees round 1's kept
-    assert second.round_keep.sum() == 19                                   # ⌊28 · √0.5⌋
-    lowest = set(sorted(data.ids, key=lambda i: intensity[i])[:19])
+    assert second.round_keep.sum() == 20                                   # ⌊40 · 0.5⌋ overall
+    lowest = set(sorted(data.ids, key=lambda i: intensity[i])[:20])
     assert set(result.kept_ids) == lowest == set(second.kept_ids)
-    assert result.keep.shape == (40,) and result.report["n_rounds"] == 2 and result.report["n_kept"] == 19
+    assert result.keep.shape == (40,) and result.report["n_rounds"] == 2 and result.report["n_kept"] == 20
     assert result.seconds >= result.matrix.seconds
     with pytest.raises(ValueError, match="one-round"):
         result.reselect(keep_fraction=0.9)
@@ -297,5 +297,5 @@ def test_round_report_counts_each_round():
     rows = round_report(result)
     assert [r["n_scored"] for r in rows] == [40, 28]
     assert rows[0]["contaminated_removed"] == 8 and rows[0]["normal_removed"] == 4   # the 12 brightest
-    assert rows[1]["contaminated_removed"] == 0 and rows[1]["normal_removed"] == 9
+    assert rows[1]["contaminated_removed"] == 0 and rows[1]["normal_removed"] == 8
     assert rows[-1]["contaminated_left"] == 0

@@ -38,7 +38,7 @@ def test_stage_two_trains_on_the_last_rounds_kept_ids():
     model = TwoStage(OracleScorer, n_subsets=4, keep_fraction=0.5, n_rounds=2, progress=False).fit(data)
     assert len(model.stage1_.rounds) == 2
     assert set(model.detector_.train_ids_) == set(model.kept_ids_) == set(model.stage1_.rounds[-1].kept_ids)
-    assert len(model.kept_ids_) == 19 and model.report_["n_rounds"] == 2
+    assert len(model.kept_ids_) == 20 and model.report_["n_rounds"] == 2
     with pytest.raises(ValueError, match="n_rounds"):
         TwoStage(OracleScorer, n_rounds=0)
 
@@ -93,7 +93,8 @@ def test_stage1_budget_applies_to_trained_detectors_only():
             budgets.append(self.n_iterations)
             return super().fit(images)
 
-    TwoStage(Budgeted, n_subsets=3, keep_fraction=0.5, stage1_iterations=10, progress=False).fit(toy_set())
+    TwoStage(Budgeted, n_subsets=3, keep_fraction=0.5, stage1_iterations=10, n_rounds=1,
+             progress=False).fit(toy_set())
     assert budgets == [10, 10, 10, 1000]                                   # sub-models short, stage 2 full
 
 
@@ -124,7 +125,7 @@ def test_own_patches_hide_a_defect_from_its_own_model_and_cross_scope_leaves_tha
                     defect.defect_types, defect.category)
     data = train.concat(defect).concat(copy)
     seed = next(s for s in range(50) if len(set(partition(data.ids, 3, s)[-2:])) == 1)
-    result = TwoStage(pc, n_subsets=3, scope="all", keep_fraction=0.9, random_state=seed,
+    result = TwoStage(pc, n_subsets=3, scope="all", keep_fraction=0.9, random_state=seed, n_rounds=1,
                       progress=False).fit(data).stage1_
     m = result.matrix
     own = m.trained_on[:, -1].argmax()
