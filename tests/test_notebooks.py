@@ -1,4 +1,6 @@
-"""The notebook series: committed clean, and executed in SMOKE mode with papermill."""
+"""The notebook series: committed clean, and executed in SMOKE mode with papermill — once, in order, as
+the main job runs it (``lbnb run --smoke``) — with each notebook's results checked and every headline
+number held to its regression band (tests/expected_smoke.json; see lbnb/regression.py to refresh it)."""
 import json
 from pathlib import Path
 
@@ -6,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from lbnb import series
+from lbnb import regression, series
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = series.notebooks(ROOT / "notebooks")
@@ -23,8 +25,20 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     assert "sys.path" not in "".join(c.source for c in code)
 
 
-def test_01_contamination_smoke(tmp_path):
-    summary = series.run_series(tmp_path, smoke=True, only=["01"], log=lambda *_: None)
+BANDS = ROOT / "tests" / "expected_smoke.json"
+SERIES = pytest.mark.xdist_group("smoke-series")                           # one worker runs the series once
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The whole series in SMOKE mode → (results folder, combined summary)."""
+    out = tmp_path_factory.mktemp("smoke")
+    return out, series.run_series(out, smoke=True, log=lambda *_: None)
+
+
+@SERIES
+def test_01_contamination_smoke(smoke):
+    tmp_path, summary = smoke
     nb = summary["notebooks"]["01_contamination"]
     assert nb["n_categories"] >= 5 and nb["n_defect_types"] >= 15
     for alpha, rate in nb["realised_rate_by_noise"].items():
@@ -44,8 +58,10 @@ def test_01_contamination_smoke(tmp_path):
     assert (tmp_path / "01_contamination" / "01_contamination.ipynb").exists()
 
 
-def test_02_learning_bias_smoke(tmp_path):
-    nb = series.run_series(tmp_path, smoke=True, only=["02"], log=lambda *_: None)["notebooks"]["02_learning_bias"]
+@SERIES
+def test_02_learning_bias_smoke(smoke):
+    tmp_path, summary = smoke
+    nb = summary["notebooks"]["02_learning_bias"]
     # bias 1: the per-image loss separates contaminated from normal images once training has started
     assert nb["loss_auroc_final"] > 0.8 and nb["loss_gap_final"] > 1.0
     # bias 2: normal images have closer neighbours than contaminated ones, and normal pairs are the closest
@@ -57,8 +73,10 @@ def test_02_learning_bias_smoke(tmp_path):
         assert (tmp_path / "02_learning_bias" / figure).stat().st_size > 1000
 
 
-def test_03_stage1_filtering_smoke(tmp_path):
-    nb = series.run_series(tmp_path, smoke=True, only=["03"], log=lambda *_: None)["notebooks"]["03_stage1_filtering"]
+@SERIES
+def test_03_stage1_filtering_smoke(smoke):
+    tmp_path, summary = smoke
+    nb = summary["notebooks"]["03_stage1_filtering"]
     assert nb["main_filter_auroc"] > 0.85 and nb["filter_auroc_by_noise"]["0.2"] > 0.85
     assert nb["main_kept_rate"] < nb["main_input_rate"]                   # the kept set is purer
     assert nb["normal_removed_share_by_noise"]["0"] < 0.15                 # few normals lost at α = 0
@@ -66,20 +84,58 @@ def test_03_stage1_filtering_smoke(tmp_path):
                                                       "rank_mean"}
     reports = pd.read_csv(tmp_path / "03_stage1_filtering" / "filter_reports.csv")
     assert set(reports.scope) == {"all", "cross"} and reports.n_kept.min() >= 1
-    for figure in ("stage1_scores.png", "suspects.png", "filter_ablations.png"):
+    assert 1 <= nb["rounds"] <= 5 and nb["rounds_report"]["removed_share"] >= nb["main_removed_share"]
+    for figure in ("stage1_scores.png", "suspects.png", "rounds.png", "filter_ablations.png"):
         assert (tmp_path / "03_stage1_filtering" / figure).stat().st_size > 1000
 
 
-def test_04_stage2_retraining_smoke(tmp_path):
-    nb = series.run_series(tmp_path, smoke=True, only=["04"], log=lambda *_: None)["notebooks"]["04_stage2_retraining"]
+@SERIES
+def test_04_stage2_retraining_smoke(smoke):
+    tmp_path, summary = smoke
+    nb = summary["notebooks"]["04_stage2_retraining"]
     i_auroc = nb["i_auroc"]
-    rows = {"PatchCore · baseline", "PatchCore · two_stage", "PatchCore · oracle", "FeatureReconstruction · baseline",
-            "FeatureReconstruction · two_stage", "FeatureReconstruction · oracle", "SoftPatch"}
+    rows = {"PatchCore · baseline", "PatchCore · two-stage ×5", "PatchCore · two-stage (1 round)",
+            "PatchCore · clean oracle", "PatchCore · SoftPatch", "FeatureReconstruction · baseline",
+            "FeatureReconstruction · two-stage ×5", "FeatureReconstruction · clean oracle"}
     assert set(i_auroc) == {f"{r}@{a}" for r in rows for a in ("0", "0.2")}
     # the memory bank is hurt by contamination, and two-stage gives some of it back
-    assert i_auroc["PatchCore · baseline@0.2"] < i_auroc["PatchCore · oracle@0.2"] - 0.05
-    assert i_auroc["PatchCore · two_stage@0.2"] > i_auroc["PatchCore · baseline@0.2"]
+    assert i_auroc["PatchCore · baseline@0.2"] < i_auroc["PatchCore · clean oracle@0.2"] - 0.05
+    assert i_auroc["PatchCore · two-stage ×5@0.2"] > i_auroc["PatchCore · baseline@0.2"]
     assert nb["filter_auroc"]["PatchCore@0.2"] > 0.85
     table = pd.read_csv(tmp_path / "04_stage2_retraining" / "results.csv")
     assert {"i_auroc", "aupro", "p_auroc", "filter_auroc", "fit_seconds"} <= set(table.columns)
     assert (tmp_path / "04_stage2_retraining" / "blind_spots.png").stat().st_size > 1000
+
+
+@SERIES
+def test_05_results_smoke(smoke):
+    tmp_path, summary = smoke
+    nb = summary["notebooks"]["05_results"]
+    i_auroc = nb["i_auroc"]
+    assert i_auroc["PatchCore · baseline@0.2"] < i_auroc["PatchCore · clean oracle@0.2"] - 0.05
+    assert i_auroc["PatchCore · two-stage ×5@0.2"] > i_auroc["PatchCore · baseline@0.2"]
+    assert {"n_subsets=3", "keep_fraction=auto", "aggregation=mean", "scope=cross", "n_rounds=1",
+            "stage1_iterations=15"} <= set(nb["ablation_i_auroc"])
+    folder = tmp_path / "05_results"
+    table = pd.read_csv(folder / "table.csv", header=[0, 1], index_col=0)
+    assert "PatchCore · SoftPatch" in table.index and ("i_auroc", "0.2") in table.columns
+    main = pd.read_csv(folder / "main.csv")
+    assert main.cached.any()                                               # notebook 04's trials were reused
+    for figure in ("metrics_vs_noise.png", "ablations.png", "cost.png"):
+        assert (folder / figure).stat().st_size > 1000
+
+
+@SERIES
+def test_06_interactive_ablations_smoke(smoke):
+    _, summary = smoke
+    nb = summary["notebooks"]["06_interactive_ablations"]
+    assert nb["settings"]["detector"] == "PatchCore"
+    assert set(nb["live_i_auroc"]) == {"PatchCore · baseline", "PatchCore · two-stage", "PatchCore · clean oracle"}
+    assert any(v is not None for v in nb["two_stage_i_auroc_along_k"].values())
+
+
+@SERIES
+def test_smoke_headline_numbers_stay_in_their_bands(smoke):
+    _, summary = smoke
+    problems = regression.check(summary, regression.load_bands(BANDS))
+    assert not problems, "headline numbers left their bands:\n" + "\n".join(problems)
