@@ -90,4 +90,13 @@ def ablation(results: pd.DataFrame, factor: str, metrics=("i_auroc", "filter_aur
     "n_subsets", "keep_fraction", "aggregation", "scope", "n_rounds" or "stage1_iterations")."""
     frame = results.assign(**{factor: [setting_text(v) for v in results[factor]]})
     parts = [seed_stats(frame, m, (factor,)).add_prefix(f"{m}_") for m in metrics]
-    return pd.concat(parts, axis=1)
+    table = pd.concat(parts, axis=1)
+    return table.loc[sorted(table.index, key=_setting_order)]
+
+
+def _setting_order(text: str):
+    """Numbers ascending (3 < 5 < 10), then text ("auto")."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)

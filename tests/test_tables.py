@@ -45,6 +45,8 @@ def test_ablation_along_one_setting():
     table = ablation(two, "n_subsets")
     assert table.loc["5", "filter_auroc_mean"] == pytest.approx(0.96)
     assert table.loc["5", "i_auroc_n_seeds"] == 2
+    mixed = pd.concat([two, two.assign(n_subsets=10), two.assign(n_subsets=3)])
+    assert list(ablation(mixed, "n_subsets").index) == ["3", "5", "10"]           # numeric order, not text
 
 
 def test_read_results_restores_keep_fractions(tmp_path):
