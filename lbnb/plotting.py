@@ -203,4 +203,5 @@ def plot_rounds(rows: list[dict], title: str = "", ax=None):
     ax.set_ylabel("images")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
+    ax.figure.tight_layout()
     return ax
