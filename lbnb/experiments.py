@@ -7,6 +7,7 @@ realised contamination rate and the wall time), ready for seaborn.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 import torch
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 from .contamination import Contaminated, contaminate_softpatch
@@ -116,14 +117,27 @@ def _threads_per_job(n_jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
 
 
-def _run(calls: list, n_jobs: int, desc: str, progress: bool):
-    """Results of joblib ``delayed`` calls, in order: serially for ``n_jobs == 1``, else in local
-    processes; with a progress bar."""
-    if n_jobs == 1:
-        results = (call[0](*call[1], **call[2]) for call in calls)
-    else:
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
-    return tqdm(results, total=len(calls), desc=desc, disable=not progress)
+def _run(calls: list, n_jobs: int, desc: str, progress: bool, backend: str = "loky"):
+    """Results of joblib ``delayed`` calls, in order, with a progress bar: serially for ``n_jobs == 1``
+    (loky), else in local processes (``backend="loky"``) or on a Dask cluster (``backend="dask"``, inside
+    a ``dask.distributed.Client`` context)."""
+    if backend not in ("loky", "dask"):
+        raise ValueError(f"backend must be 'loky' or 'dask', got {backend!r}")
+    if backend == "dask":
+        try:
+            import distributed  # noqa: F401  (joblib's dask backend needs it)
+        except ImportError as err:
+            raise ImportError("backend='dask' needs dask.distributed: pip install -e .[dask]") from err
+
+    def results():
+        if n_jobs == 1 and backend == "loky":
+            yield from (call[0](*call[1], **call[2]) for call in calls)
+            return
+        context = parallel_config(backend="dask") if backend == "dask" else contextlib.nullcontext()
+        with context:                                                   # registers joblib's dask backend
+            yield from Parallel(n_jobs=n_jobs, return_as="generator")(calls)
+
+    return tqdm(results(), total=len(calls), desc=desc, disable=not progress)
 
 
 def _filter_rows(category, train, test, make_detector, noise, seed, n_subsets, keep_fractions, aggregations,

@@ -18,7 +18,6 @@ ships the trials to the cluster's workers.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,10 +28,9 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, parallel_config
-from tqdm.auto import tqdm
+from joblib import delayed
 
-from .experiments import METHODS, DetectorFactory, _threads_per_job, run_trial
+from .experiments import METHODS, DetectorFactory, _run, _threads_per_job, run_trial
 from .filtering import AGGREGATIONS, AUTO, SCOPES, check_keep_fraction, check_n_rounds
 from .imageset import ImageSet
 from .patchcore import PatchCore
@@ -191,24 +189,10 @@ def run_grid(trials: list[Trial], datasets: dict[str, tuple[ImageSet, ImageSet]]
 
 def _dispatch(trials, datasets, detectors, todo, rows, keys, folder, n_jobs, backend, progress) -> None:
     """Run the ``todo`` trials, filling ``rows`` and writing each finished row to the cache at once."""
-    if backend not in ("loky", "dask"):
-        raise ValueError(f"backend must be 'loky' or 'dask', got {backend!r}")
-    calls = [delayed(_one_trial)(trials[i], *datasets[trials[i].category], detectors[trials[i].detector],
-                                 _threads_per_job(n_jobs) if backend == "loky" else 1) for i in todo]
-    context = contextlib.nullcontext()
-    if backend == "dask":
-        try:
-            import distributed  # noqa: F401  (joblib's dask backend needs it)
-        except ImportError as err:
-            raise ImportError("backend='dask' needs dask.distributed: pip install -e .[dask]") from err
-        context = parallel_config(backend="dask")                       # registers joblib's dask backend
-    with context, tqdm(total=len(todo), desc="grid trials", disable=not progress) as bar:
-        if n_jobs == 1 and backend == "loky":
-            results = (call[0](*call[1], **call[2]) for call in calls)
-        else:
-            results = Parallel(n_jobs=n_jobs, return_as="generator")(calls)
-        for i, row in zip(todo, results):
-            rows[i] = {**row, "cached": False}
-            if folder is not None:
-                _write(folder / f"{keys[i]}.json", row)
-            bar.update()
+    threads = _threads_per_job(n_jobs) if backend == "loky" else 1
+    calls = [delayed(_one_trial)(trials[i], *datasets[trials[i].category], detectors[trials[i].detector], threads)
+             for i in todo]
+    for i, row in zip(todo, _run(calls, n_jobs, "grid trials", progress, backend)):
+        rows[i] = {**row, "cached": False}
+        if folder is not None:
+            _write(folder / f"{keys[i]}.json", row)
