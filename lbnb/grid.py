@@ -34,6 +34,7 @@ from .experiments import METHODS, DetectorFactory, _run, _threads_per_job, run_t
 from .filtering import AGGREGATIONS, AUTO, SCOPES, check_keep_fraction, check_n_rounds
 from .imageset import ImageSet
 from .patchcore import PatchCore
+from .series import write_json
 
 STAGE1_FIELDS = ("n_subsets", "keep_fraction", "aggregation", "scope", "n_rounds", "stage1_iterations")
 
@@ -149,12 +150,6 @@ def _read(path: Path) -> dict | None:
         return None                                                     # missing or torn: run it again
 
 
-def _write(path: Path, row: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row))
-    tmp.replace(path)
-
-
 def run_grid(trials: list[Trial], datasets: dict[str, tuple[ImageSet, ImageSet]],
              detectors: dict[str, DetectorFactory], cache_dir: str | Path | None = "results/grid_cache",
              n_jobs: int = 1, backend: str = "loky", progress: bool = True) -> pd.DataFrame:
@@ -195,4 +190,4 @@ def _dispatch(trials, datasets, detectors, todo, rows, keys, folder, n_jobs, bac
     for i, row in zip(todo, _run(calls, n_jobs, "grid trials", progress, backend)):
         rows[i] = {**row, "cached": False}
         if folder is not None:
-            _write(folder / f"{keys[i]}.json", row)
+            write_json(folder / f"{keys[i]}.json", row)

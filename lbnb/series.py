@@ -42,9 +42,15 @@ def save_summary(results_dir: str | os.PathLike, notebook: str, summary: dict) -
     """Write ``results_dir/<notebook>/summary.json`` atomically; returns its path."""
     folder = Path(results_dir) / notebook
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_clean(summary), indent=2, sort_keys=True))
+    return write_json(folder / "summary.json", summary, indent=2, sort_keys=True)
+
+
+def write_json(path: str | os.PathLike, value, **dumps_options) -> Path:
+    """Write ``value`` (made JSON-safe) to ``path`` atomically: a reader sees the old file or the new one,
+    never half of it. ``dumps_options`` go to ``json.dumps``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(value), **dumps_options))
     os.replace(tmp, path)
     return path
 
