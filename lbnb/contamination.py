@@ -8,6 +8,10 @@ Three ways to obtain a training set that contains anomalies, all returning :clas
   the final training set: ``n = round(rate * n_normal / (1 - rate))``.
 - :func:`load_realiad_fuiad`     Real-IAD's published FUIAD splits (``realiad_jsons_fuiad_<a>``).
 
+Trials take any :data:`Contaminate` callable ``(train, test, noise, random_state) -> Contaminated``;
+the default is :func:`softpatch_protocol`, and :class:`lbnb.datasets.PublishedSplits` serves Real-IAD's
+published splits. :func:`softpatch_split` gives the same split from ids alone (the data scripts record it).
+
 Injected samples keep their ground truth (``labels == 1``, masks, defect types, ids), so a
 filter can be scored on the training set. Inputs are never mutated; every array is copied.
 """
@@ -20,6 +24,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -59,6 +64,10 @@ class Contaminated:
                 "n_injected": len(self.injected_ids), "n_test": len(self.test),
                 "n_test_anomalous": self.test.n_anomalous, "n_resampled": int(self.n_resampled),
                 "overlap": bool(self.overlap)}
+
+
+Contaminate = Callable[[ImageSet, ImageSet, float, int], Contaminated]
+"""``(clean train, test, noise α, random_state) -> Contaminated``: how a trial obtains its noisy training set."""
 
 
 # -- protocols ----------------------------------------------------------------------------------
@@ -115,17 +124,9 @@ def _inject(train: ImageSet, test: ImageSet, n: int, protocol: str, nominal: flo
             overlap: bool, resample: bool, random_state) -> Contaminated:
     """Move ``n`` anomalous test samples (plus augmented re-samples if needed) into train."""
     rng = np.random.default_rng(random_state)
-    pool = np.flatnonzero(test.labels == 1)
-    n_extra = max(n - len(pool), 0)
-    if n_extra and not resample:
-        raise ValueError(f"{n} anomalies requested but the test set holds only {len(pool)}; "
-                         f"pass resample=True to add augmented re-samples")
-    if n_extra and len(pool) == 0:
-        raise ValueError(f"{n} anomalies requested but the test set holds none to re-sample")
-    chosen = rng.permutation(pool) if n_extra else rng.choice(pool, size=n, replace=False)
+    chosen, sources = _draw(np.flatnonzero(test.labels == 1), n, resample, rng)
     injected = test.subset(chosen)
-    if n_extra:
-        sources = rng.choice(len(pool), size=n_extra, replace=n_extra > len(pool))
+    if len(sources):
         injected = injected.concat(_resample(injected, sources, rng))
     new_train = train.subset(np.arange(len(train)))  # a copy: inputs are never shared
     if n:
@@ -133,20 +134,64 @@ def _inject(train: ImageSet, test: ImageSet, n: int, protocol: str, nominal: flo
     keep = np.ones(len(test), bool) if overlap else ~np.isin(np.arange(len(test)), chosen)
     ids = tuple(injected.ids.tolist())
     return Contaminated(new_train, test.subset(keep), ids, protocol, float(nominal),
-                        new_train.contamination_rate, n_extra, bool(overlap))
+                        new_train.contamination_rate, len(sources), bool(overlap))
+
+
+def _draw(pool: np.ndarray, n: int, resample: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` draws from ``pool`` (test indices) → (chosen test indices, positions in chosen to re-sample)."""
+    n_extra = max(n - len(pool), 0)
+    if n_extra and not resample:
+        raise ValueError(f"{n} anomalies requested but the test set holds only {len(pool)}; "
+                         f"pass resample=True to add augmented re-samples")
+    if n_extra and len(pool) == 0:
+        raise ValueError(f"{n} anomalies requested but the test set holds none to re-sample")
+    chosen = rng.permutation(pool) if n_extra else rng.choice(pool, size=n, replace=False)
+    sources = rng.choice(len(pool), size=n_extra, replace=n_extra > len(pool)) if n_extra else np.zeros(0, int)
+    return chosen, sources
+
+
+def _resampled_ids(source_ids, index) -> list[str]:
+    """Ids of augmented copies of ``source_ids[index]``: ``f"{id}#aug{k}"``, k counting per source."""
+    ids, count = [], {}
+    for i in np.asarray(index).tolist():
+        sid = str(source_ids[i])
+        count[sid] = count.get(sid, -1) + 1
+        ids.append(f"{sid}#aug{count[sid]}")
+    return ids
+
+
+def softpatch_split(test_ids, test_labels, n_train: int, noise: float, *, overlap: bool = False,
+                    resample: bool = True, random_state: int = 0) -> dict:
+    """The ids :func:`contaminate_softpatch` would move, computed from ids and labels alone (no pixels).
+
+    ``test_ids``/``test_labels``: (M,) in test-set order; ``n_train``: N normal training images.
+    Returns ``{"injected": [...], "test": [...], "n_resampled": r}``: the injected ids (augmented
+    re-samples last, named ``<id>#aug<k>``) and the test ids that remain; same seed, same split as
+    ``contaminate_softpatch(..., resample=resample, random_state=random_state)`` on those sets.
+    """
+    check_ratio(noise, "noise", low_open=False)
+    test_ids, labels = np.asarray(test_ids, dtype=str), np.asarray(test_labels)
+    n = int(math.floor(noise * n_train + _EPS))
+    chosen, sources = _draw(np.flatnonzero(labels == 1), n, resample, np.random.default_rng(random_state))
+    injected = test_ids[chosen].tolist() + _resampled_ids(test_ids[chosen], sources)
+    keep = np.ones(len(test_ids), bool) if overlap else ~np.isin(np.arange(len(test_ids)), chosen)
+    return {"injected": injected, "test": test_ids[keep].tolist(), "n_resampled": len(sources)}
+
+
+def softpatch_protocol(train: ImageSet, test: ImageSet, noise: float, random_state: int = 0) -> Contaminated:
+    """The trials' contamination: SoftPatch protocol, topped up with augmented re-samples when a category has
+    fewer anomalous test images than ``int(noise * N)`` (as the SoftPatch authors do on MVTec AD at α = 0.4)."""
+    return contaminate_softpatch(train, test, noise, resample=True, random_state=random_state)
 
 
 def _resample(source: ImageSet, index: np.ndarray, rng: np.random.Generator) -> ImageSet:
-    """Augmented copies of ``source[index]``; ids ``f"{id}#aug{k}"`` with k counting per source."""
-    images, masks, ids, count = [], [], [], {}
+    """Augmented copies of ``source[index]``; ids from :func:`_resampled_ids`."""
+    images, masks = [], []
     for i in index.tolist():
-        sid = str(source.ids[i])
-        k = count[sid] = count.get(sid, -1) + 1
         image, mask = augment_pair(source.images[i], source.masks[i], rng)
         images.append(image)
         masks.append(mask)
-        ids.append(f"{sid}#aug{k}")
-    return ImageSet(np.stack(images), source.labels[index], np.stack(masks), ids,
+    return ImageSet(np.stack(images), source.labels[index], np.stack(masks), _resampled_ids(source.ids, index),
                     source.defect_types[index], source.category, dict(source.meta))
 
 

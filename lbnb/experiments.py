@@ -18,7 +18,7 @@ import torch
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
-from .contamination import Contaminated, contaminate_softpatch
+from .contamination import Contaminate, Contaminated, softpatch_protocol
 from .filtering import AGGREGATIONS, SCOPES, stage1
 from .imageset import ImageSet
 from .metrics import evaluate
@@ -59,17 +59,20 @@ def softpatch_like(detector) -> SoftPatch:
 
 
 def fit_methods(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, noise: float, seed: int,
-                methods=CORE_METHODS, two_stage: dict | None = None) -> tuple[Contaminated, dict]:
-    """Contaminate (SoftPatch protocol, seeded) and fit one detector per method → (noisy, {method: detector})."""
-    noisy = contaminate_softpatch(train, test, noise, random_state=seed)
+                methods=CORE_METHODS, two_stage: dict | None = None,
+                contaminate: Contaminate = softpatch_protocol) -> tuple[Contaminated, dict]:
+    """Contaminate (``contaminate``, seeded) and fit one detector per method → (noisy, {method: detector})."""
+    noisy = contaminate(train, test, noise, seed)
     return noisy, {m: fit_method(m, make_detector, noisy, train, seed, two_stage) for m in methods}
 
 
 def run_trial(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, noise: float,
-              seed: int, method: str = "baseline", two_stage: dict | None = None) -> dict:
-    """Contaminate ``train`` with α = ``noise`` (SoftPatch protocol, seeded), fit per ``method``, score,
-    evaluate; the row holds every metric, the filter report (two-stage) and the wall times."""
-    noisy = contaminate_softpatch(train, test, noise, random_state=seed)
+              seed: int, method: str = "baseline", two_stage: dict | None = None,
+              contaminate: Contaminate = softpatch_protocol) -> dict:
+    """Contaminate ``train`` with α = ``noise`` (``contaminate``: by default the SoftPatch protocol, seeded),
+    fit per ``method``, score, evaluate; the row holds every metric, the filter report (two-stage) and the
+    wall times."""
+    noisy = contaminate(train, test, noise, seed)
     start = time.perf_counter()
     detector = fit_method(method, make_detector, noisy, train, seed, two_stage)
     fitted = time.perf_counter()
@@ -83,17 +86,18 @@ def run_trial(train: ImageSet, test: ImageSet, make_detector: DetectorFactory, n
     return row
 
 
-def _labelled_trial(category, name, train, test, make_detector, noise, seed, method, two_stage, threads):
+def _labelled_trial(category, name, train, test, make_detector, noise, seed, method, two_stage, threads,
+                    contaminate):
     if threads:
         torch.set_num_threads(threads)
     return {"category": category, "detector": name,
-            **run_trial(train, test, make_detector, noise, seed, method, two_stage)}
+            **run_trial(train, test, make_detector, noise, seed, method, two_stage, contaminate)}
 
 
 def sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], detectors: dict[str, DetectorFactory],
           noise_levels: Iterable[float], seeds: Iterable[int], n_jobs: int = 1,
           progress: bool = True, methods: Iterable[str] = ("baseline",),
-          two_stage: dict | None = None) -> pd.DataFrame:
+          two_stage: dict | None = None, contaminate: Contaminate = softpatch_protocol) -> pd.DataFrame:
     """Every (category, detector, method, α, seed) trial; ``datasets`` maps category → (train, test).
 
     ``n_jobs`` > 1 runs trials in local processes with joblib (each with its share of the CPU
@@ -107,7 +111,7 @@ def sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], detectors: dict[str, D
     grid = [(c, d, m, a, s) for c in datasets for d in detectors for m in methods for a in noise_levels
             for s in seeds]
     threads = _threads_per_job(n_jobs)
-    calls = [delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, m, two_stage, threads)
+    calls = [delayed(_labelled_trial)(c, d, *datasets[c], detectors[d], a, s, m, two_stage, threads, contaminate)
              for c, d, m, a, s in grid]
     return pd.DataFrame(list(_run(calls, n_jobs, "trials", progress)))
 
@@ -141,10 +145,10 @@ def _run(calls: list, n_jobs: int, desc: str, progress: bool, backend: str = "lo
 
 
 def _filter_rows(category, train, test, make_detector, noise, seed, n_subsets, keep_fractions, aggregations,
-                 scopes, threads):
+                 scopes, threads, contaminate):
     if threads:
         torch.set_num_threads(threads)
-    noisy = contaminate_softpatch(train, test, noise, random_state=seed)
+    noisy = contaminate(train, test, noise, seed)
     start = time.perf_counter()
     result = stage1(noisy.train, make_detector, n_subsets, keep_fractions[0], aggregations[0], scopes[0],
                     random_state=seed, progress=False)
@@ -160,7 +164,7 @@ def _filter_rows(category, train, test, make_detector, noise, seed, n_subsets, k
 def filter_sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], make_detector: DetectorFactory,
                  noise_levels: Iterable[float], n_subsets: Iterable[int], seeds: Iterable[int],
                  keep_fractions=("auto",), aggregations=AGGREGATIONS, scopes=SCOPES, n_jobs: int = 1,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, contaminate: Contaminate = softpatch_protocol) -> pd.DataFrame:
     """Stage-1 filter reports over (category, α, K, seed) × (aggregation, scope, keep fraction).
 
     Stage 1 runs once per (category, α, K, seed); every (aggregation, scope, t) is a re-selection of
@@ -171,7 +175,7 @@ def filter_sweep(datasets: dict[str, tuple[ImageSet, ImageSet]], make_detector: 
     grid = [(c, a, k, s) for c in datasets for a in noise_levels for k in n_subsets for s in seeds]
     threads = _threads_per_job(n_jobs)
     calls = [delayed(_filter_rows)(c, *datasets[c], make_detector, a, s, k, keep_fractions, aggregations, scopes,
-                                   threads) for c, a, k, s in grid]
+                                   threads, contaminate) for c, a, k, s in grid]
     return pd.DataFrame([row for rows in _run(calls, n_jobs, "stage 1", progress) for row in rows])
 
 

@@ -37,32 +37,51 @@ def _find_mask(gt_dir: Path, name: str) -> Path | None:
     return None
 
 
-def _load_split(cat_dir: Path, split: str, category: str, image_size, allow_missing_masks: bool,
-                default_size=None):
+def split_files(cat_dir: Path, split: str) -> list[tuple[str, str, Path]]:
+    """The images of ``<cat_dir>/<split>`` as ``(id, type, path)`` in load order (types, then files, sorted)."""
+    split_dir, category = Path(cat_dir) / split, Path(cat_dir).name
+    return [(f"{category}/{split}/{type_dir.name}/{path.stem}", type_dir.name, path)
+            for type_dir in sorted(p for p in split_dir.iterdir() if p.is_dir())
+            for path in _image_files(type_dir)]
+
+
+def subsample(files: list[tuple[str, str, Path]], n_good: int | None, n_per_type: int | None,
+              rng: np.random.Generator) -> list[tuple[str, str, Path]]:
+    """At most ``n_good`` normal and ``n_per_type`` anomalous files of each type, drawn with ``rng``, in load
+    order; ``None`` keeps all of that kind."""
+    keep = []
+    for kind in sorted({f[1] for f in files}):
+        index = [i for i, f in enumerate(files) if f[1] == kind]
+        limit = n_good if kind == GOOD else n_per_type
+        if limit is not None and len(index) > limit:
+            index = rng.choice(index, size=int(limit), replace=False).tolist()
+        keep += index
+    return [files[i] for i in sorted(keep)]
+
+
+def _load_split(cat_dir: Path, split: str, files: list[tuple[str, str, Path]], image_size,
+                allow_missing_masks: bool, default_size=None):
     split_dir = cat_dir / split
-    type_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
     records = []  # (id, type, image, mask)
-    for type_dir in type_dirs:
-        kind = type_dir.name
-        for path in _image_files(type_dir):
-            image = read_image(path)
-            if kind == GOOD:
+    for sid, kind, path in files:
+        image = read_image(path)
+        if kind == GOOD:
+            mask = np.zeros(image.shape[:2], bool)
+        else:
+            mask_path = _find_mask(cat_dir / "ground_truth" / kind, path.stem)
+            if mask_path is None:
+                if not allow_missing_masks:
+                    raise ValueError(f"no mask for anomalous image {path}: expected "
+                                     f"{cat_dir / 'ground_truth' / kind / (path.stem + '_mask.png')} "
+                                     "(pass allow_missing_masks=True to use empty masks)")
+                warnings.warn(f"no mask for {path}; using an empty mask", stacklevel=3)
                 mask = np.zeros(image.shape[:2], bool)
             else:
-                mask_path = _find_mask(cat_dir / "ground_truth" / kind, path.stem)
-                if mask_path is None:
-                    if not allow_missing_masks:
-                        raise ValueError(f"no mask for anomalous image {path}: expected "
-                                         f"{cat_dir / 'ground_truth' / kind / (path.stem + '_mask.png')} "
-                                         "(pass allow_missing_masks=True to use empty masks)")
-                    warnings.warn(f"no mask for {path}; using an empty mask", stacklevel=3)
-                    mask = np.zeros(image.shape[:2], bool)
-                else:
-                    mask = read_mask(mask_path)
-                    if mask.shape != image.shape[:2]:
-                        raise ValueError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
-                                         f"{path} is {image.shape[1]}x{image.shape[0]}")
-            records.append((f"{category}/{split}/{kind}/{path.stem}", kind, image, mask))
+                mask = read_mask(mask_path)
+                if mask.shape != image.shape[:2]:
+                    raise ValueError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                                     f"{path} is {image.shape[1]}x{image.shape[0]}")
+        records.append((sid, kind, image, mask))
     if not records:
         raise ValueError(f"no images found under {split_dir} (expected {split_dir}/<type>/*.png)")
     sizes = {r[2].shape[:2] for r in records}
@@ -79,18 +98,22 @@ def _load_split(cat_dir: Path, split: str, category: str, image_size, allow_miss
         masks=np.stack([resize_mask(r[3], size) for r in records]),
         ids=np.array([r[0] for r in records]),
         defect_types=np.array([r[1] for r in records]),
-        category=category,
+        category=cat_dir.name,
     )
 
 
 def load_folder(root: str | os.PathLike, category: str, *, image_size: int | tuple[int, int] | None = None,
-                allow_missing_masks: bool = False) -> tuple[ImageSet, ImageSet]:
+                allow_missing_masks: bool = False, n_train: int | None = None, n_test_good: int | None = None,
+                n_test_per_type: int | None = None, random_state: int = 0) -> tuple[ImageSet, ImageSet]:
     """Load ``<root>/<category>`` in the MVTec AD layout as ``(train, test)``.
 
     ``image_size`` (int or (H, W)) resizes every image (bilinear) and mask (bilinear, > 0.5);
-    without it all images of a split must share one size. Raises ``FileNotFoundError`` or
-    ``ValueError`` naming the offending folder or file: a missing ``train``/``test`` folder, an
-    unreadable image, a mask whose size differs from its image, an anomalous image without mask.
+    without it all images of a split must share one size. ``n_train`` / ``n_test_good`` /
+    ``n_test_per_type`` read a random subset (seeded by ``random_state``; ``n_train`` bounds the
+    normal *and* each anomalous training type, so a contaminated split keeps anomalies). Raises
+    ``FileNotFoundError`` or ``ValueError`` naming the offending folder or file: a missing
+    ``train``/``test`` folder, an unreadable image, a mask whose size differs from its image, an
+    anomalous image without mask.
     """
     cat_dir = Path(root) / category
     if not cat_dir.is_dir():
@@ -103,8 +126,11 @@ def load_folder(root: str | os.PathLike, category: str, *, image_size: int | tup
                                     f"{cat_dir / split} (expected train/good, test/<type>, ground_truth/<type>)")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    train = _load_split(cat_dir, "train", category, image_size, allow_missing_masks)
-    test = _load_split(cat_dir, "test", category, image_size, allow_missing_masks,
+    rng = np.random.default_rng(random_state)
+    train_files = subsample(split_files(cat_dir, "train"), n_train, n_train, rng)
+    test_files = subsample(split_files(cat_dir, "test"), n_test_good, n_test_per_type, rng)
+    train = _load_split(cat_dir, "train", train_files, image_size, allow_missing_masks)
+    test = _load_split(cat_dir, "test", test_files, image_size, allow_missing_masks,
                        default_size=train.image_size)  # a uniform test size is resized to train's
     return train, test
 

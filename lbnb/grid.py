@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from joblib import delayed
 
+from .contamination import Contaminate, softpatch_protocol
 from .experiments import METHODS, DetectorFactory, _run, _threads_per_job, run_trial
 from .filtering import AGGREGATIONS, AUTO, SCOPES, check_keep_fraction, check_n_rounds
 from .imageset import ImageSet
@@ -122,13 +123,15 @@ def trial_key(trial: Trial, detector_repr: str, data_print: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _one_trial(trial: Trial, train: ImageSet, test: ImageSet, make_detector: DetectorFactory, threads: int) -> dict:
+def _one_trial(trial: Trial, train: ImageSet, test: ImageSet, make_detector: DetectorFactory, threads: int,
+               contaminate: Contaminate) -> dict:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    row = run_trial(train, test, make_detector, trial.noise, trial.seed, trial.method, trial.two_stage_options())
+    row = run_trial(train, test, make_detector, trial.noise, trial.seed, trial.method, trial.two_stage_options(),
+                    contaminate)
     row.pop("noise"), row.pop("seed"), row.pop("method")
     if "n_rounds" in row:                                               # rounds run (≤ the trial's maximum)
         row["rounds_run"] = row.pop("n_rounds")
@@ -152,7 +155,8 @@ def _read(path: Path) -> dict | None:
 
 def run_grid(trials: list[Trial], datasets: dict[str, tuple[ImageSet, ImageSet]],
              detectors: dict[str, DetectorFactory], cache_dir: str | Path | None = "results/grid_cache",
-             n_jobs: int = 1, backend: str = "loky", progress: bool = True) -> pd.DataFrame:
+             n_jobs: int = 1, backend: str = "loky", progress: bool = True,
+             contaminate: Contaminate = softpatch_protocol) -> pd.DataFrame:
     """Run (or read back) every trial; one row per trial, in the order of ``trials``.
 
     ``datasets``: category → (clean train, test) ImageSets; ``detectors``: name → factory (random_state →
@@ -160,12 +164,16 @@ def run_grid(trials: list[Trial], datasets: dict[str, tuple[ImageSet, ImageSet]]
     in parallel; ``backend``: joblib backend, "loky" (local processes) or "dask" (inside a
     ``dask.distributed.Client`` context). Extract features once before a parallel run (any serial fit
     does) so that workers read them from the shared disk cache instead of computing them twice.
+    ``contaminate``: how each trial obtains its noisy training set (default: SoftPatch protocol; another
+    callable, e.g. :class:`~lbnb.datasets.PublishedSplits`, enters the cache key through its repr).
     The table gains ``cached`` (True where the row came from the cache).
     """
     missing = sorted({t.category for t in trials} - set(datasets)) + sorted({t.detector for t in trials} - set(detectors))
     if missing:
         raise KeyError(f"the trials name categories or detectors that were not given: {missing}")
-    prints = {c: fingerprint(datasets[c][0]) + fingerprint(datasets[c][1]) for c in {t.category for t in trials}}
+    protocol = "" if contaminate is softpatch_protocol else repr(contaminate)
+    prints = {c: fingerprint(datasets[c][0]) + fingerprint(datasets[c][1]) + protocol
+              for c in {t.category for t in trials}}
     reprs = {d: repr(detectors[d](0)) for d in {t.detector for t in trials}}
     keys = [trial_key(t, reprs[t.detector], prints[t.category]) for t in trials]
     folder = Path(cache_dir) if cache_dir is not None else None
@@ -178,14 +186,15 @@ def run_grid(trials: list[Trial], datasets: dict[str, tuple[ImageSet, ImageSet]]
             rows[i] = {**row, "cached": True}
     todo = [i for i, row in enumerate(rows) if row is None]
     if todo:
-        _dispatch(trials, datasets, detectors, todo, rows, keys, folder, n_jobs, backend, progress)
+        _dispatch(trials, datasets, detectors, todo, rows, keys, folder, n_jobs, backend, progress, contaminate)
     return pd.DataFrame(rows)
 
 
-def _dispatch(trials, datasets, detectors, todo, rows, keys, folder, n_jobs, backend, progress) -> None:
+def _dispatch(trials, datasets, detectors, todo, rows, keys, folder, n_jobs, backend, progress, contaminate) -> None:
     """Run the ``todo`` trials, filling ``rows`` and writing each finished row to the cache at once."""
     threads = _threads_per_job(n_jobs) if backend == "loky" else 1
-    calls = [delayed(_one_trial)(trials[i], *datasets[trials[i].category], detectors[trials[i].detector], threads)
+    calls = [delayed(_one_trial)(trials[i], *datasets[trials[i].category], detectors[trials[i].detector], threads,
+                                 contaminate)
              for i in todo]
     for i, row in zip(todo, _run(calls, n_jobs, "grid trials", progress, backend)):
         rows[i] = {**row, "cached": False}
