@@ -30,6 +30,7 @@ from .image_io import IMAGE_SUFFIXES, read_image, resize_image
 from .imageset import GOOD, ImageSet
 
 DETECTORS = ("patchcore", "padim")
+MIN_BANK = 1000   # PatchCore sub-models keep at least this many patches, whatever the coreset ratio
 
 
 @dataclass
@@ -80,7 +81,7 @@ def read_folder(folder, image_size: int = 224, progress: bool = True) -> tuple[I
     return data, skipped
 
 
-def make_factory(detector: str, device: str = "auto", coreset_ratio: float = 0.05):
+def make_factory(detector: str, device: str = "auto", coreset_ratio: float = 0.01):
     """random_state → unfitted sub-model: ``"patchcore"`` (memory bank, default) or ``"padim"`` (Gaussians)."""
     if detector == "patchcore":
         from .patchcore import PatchCore
@@ -93,8 +94,18 @@ def make_factory(detector: str, device: str = "auto", coreset_ratio: float = 0.0
     raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
 
 
+def bank_ratio(data: ImageSet, n_subsets: int, coreset_ratio: float) -> float:
+    """The coreset ratio, raised where needed so that a sub-model's bank holds ≥ :data:`MIN_BANK` patches
+    (small folders or small images: a 1 % bank of a few thousand patches would be too sparse to score by)."""
+    from .features import FeatureExtractor
+
+    h, w = FeatureExtractor(progress=False).extract(data.subset([0])).shape[-2:]
+    patches = (len(data) // n_subsets) * h * w                          # patches a sub-model trains on
+    return float(min(1.0, max(coreset_ratio, MIN_BANK / max(patches, 1))))
+
+
 def audit(folder, out=None, *, n_subsets: int = 5, keep_fraction=AUTO, detector: str = "patchcore",
-          image_size: int = 224, device: str = "auto", n_rounds: int = 1, coreset_ratio: float = 0.05,
+          image_size: int = 224, device: str = "auto", n_rounds: int = 1, coreset_ratio: float = 0.01,
           top: int = 24, random_state: int = 0, progress: bool = True) -> AuditResult:
     """Rank the images under ``folder`` by how suspicious stage 1 finds them; write the outputs to ``out``.
 
@@ -104,6 +115,9 @@ def audit(folder, out=None, *, n_subsets: int = 5, keep_fraction=AUTO, detector:
         detector: ``"patchcore"`` or ``"padim"``. image_size: S, images are resized to S×S.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``. n_rounds: purification rounds
             (stage 1 again on the kept images; the ranking is the first round's).
+        coreset_ratio: PatchCore memory-bank share; 1 % (PatchCore's own MVTec setting) keeps the audit of
+            1,000 images at 224 px within minutes on 2 CPU cores (``benchmarks/bench_audit.py``); raised
+            for small folders so that every bank keeps ≥ :data:`MIN_BANK` patches (see :func:`bank_ratio`).
         top: suspects shown with anomaly maps in the report. random_state: same seed, same result.
     """
     check_keep_fraction(keep_fraction)
@@ -117,6 +131,7 @@ def audit(folder, out=None, *, n_subsets: int = 5, keep_fraction=AUTO, detector:
         raise ValueError(f"{len(data)} readable images are too few for K = {n_subsets} sub-models "
                          f"(need at least {2 * n_subsets})")
     read_s = time.perf_counter() - start
+    coreset_ratio = bank_ratio(data, n_subsets, coreset_ratio)
     result = stage1(data, make_factory(detector, device, coreset_ratio), n_subsets, keep_fraction,
                     random_state=random_state, progress=progress, n_rounds=n_rounds)
     stage1_s = time.perf_counter() - start - read_s
@@ -124,7 +139,7 @@ def audit(folder, out=None, *, n_subsets: int = 5, keep_fraction=AUTO, detector:
     settings = {"folder": str(Path(folder).resolve()), "n_images": len(data), "n_skipped": len(skipped),
                 "n_subsets": n_subsets, "keep_fraction": keep_fraction, "detector": detector,
                 "image_size": int(image_size), "device": device, "n_rounds": n_rounds,
-                "coreset_ratio": coreset_ratio, "random_state": random_state}
+                "coreset_ratio": coreset_ratio if detector == "patchcore" else None, "random_state": random_state}
     first = result.rounds[0]
     audit_result = AuditResult(table, table.path[table.kept].tolist(), skipped, settings,
                                {"read": read_s, "stage1": stage1_s},

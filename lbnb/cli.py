@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--image-size", type=int, default=224, help="images are resized to S x S (default 224)")
     audit.add_argument("--device", default="auto", help='"auto" (CUDA when available), "cpu" or "cuda"')
     audit.add_argument("--rounds", type=int, default=1, help="purification rounds (default 1)")
+    audit.add_argument("--coreset", type=float, default=0.01, help="PatchCore memory-bank share (default 0.01)")
     audit.add_argument("--top", type=int, default=24, help="suspects shown with anomaly maps (default 24)")
     audit.add_argument("--seed", type=int, default=0)
     bands = sub.add_parser("bands", help="check a series summary against regression bands, or write new bands")
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             keep = args.keep if args.keep == "auto" else float(args.keep)
             result = run_audit(args.path, args.out, n_subsets=args.subsets, keep_fraction=keep,
                                detector=args.detector, image_size=args.image_size, device=args.device,
-                               n_rounds=args.rounds, top=args.top, random_state=args.seed)
+                               n_rounds=args.rounds, coreset_ratio=args.coreset, top=args.top,
+                               random_state=args.seed)
         except (ValueError, FileNotFoundError, TypeError) as err:
             print(f"lbnb audit: error: {err}", file=sys.stderr)
             return 1

@@ -27,9 +27,9 @@ def data_root(tmp_path_factory):
 
 @SERIES
 def test_the_series_runs_on_a_prepared_mvtec_folder(data_root, tmp_path):
-    summary = series.run_series(tmp_path, smoke=True, log=lambda *_: None,
+    summary = series.run_series(tmp_path, smoke=True, log=lambda *_: None, only=["01", "02", "03", "04", "05"],
                                 parameters={"DATASET": "mvtec_ad", "DATA_ROOT": str(data_root)})
-    assert list(summary["notebooks"]) == [p.stem for p in series.notebooks()]
+    assert list(summary["notebooks"]) == [p.stem for p in series.notebooks()][:5]  # 06 reads 05, runs embedded
     nb01 = summary["notebooks"]["01_contamination"]
     assert nb01["n_categories"] == 2
     assert nb01["realised_rate_by_noise"]["0.2"] == pytest.approx(8 / 48)      # int(0.2·40) into 40 normals
@@ -48,4 +48,4 @@ def test_trials_on_realiad_use_its_published_splits(data_root, tmp_path):
     # stand-in: 13 OK training samples and round(0.2·13) = 3 NG samples, 3 views each, in the published split
     assert noisy.realised_rate.iloc[0] == pytest.approx(9 / 48)
     assert results.i_auroc.between(0.5, 1).all()
-    assert (results.n_train[results.method == "oracle"] == 39).all()            # the clean split: 13 samples × 3
+    assert (results.n_train[results.noise == 0.2] == 39 + 9).all()             # 13 OK samples + 3 NG, 3 views each
