@@ -131,7 +131,8 @@ def audit(folder, out=None, *, n_subsets: int = 5, keep_fraction=AUTO, detector:
         raise ValueError(f"{len(data)} readable images are too few for K = {n_subsets} sub-models "
                          f"(need at least {2 * n_subsets})")
     read_s = time.perf_counter() - start
-    coreset_ratio = bank_ratio(data, n_subsets, coreset_ratio)
+    if detector == "patchcore":
+        coreset_ratio = bank_ratio(data, n_subsets, coreset_ratio)
     result = stage1(data, make_factory(detector, device, coreset_ratio), n_subsets, keep_fraction,
                     random_state=random_state, progress=progress, n_rounds=n_rounds)
     stage1_s = time.perf_counter() - start - read_s
@@ -225,7 +226,7 @@ def _overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
     from matplotlib import colormaps
 
     heat = colormaps["jet"](np.clip(amap / max(vmax, 1e-12), 0, 1))[..., :3]
-    return np.clip(0.55 * image / 255.0 + 0.45 * heat, 0, 1).__mul__(255).astype(np.uint8)
+    return (np.clip(0.55 * image / 255.0 + 0.45 * heat, 0, 1) * 255).astype(np.uint8)
 
 
 def _thumb(image: np.ndarray, size: int = 160) -> np.ndarray:

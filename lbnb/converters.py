@@ -382,8 +382,7 @@ def write_softpatch_splits(data: Path, noise_levels=NOISE_LEVELS, seeds=SEEDS, p
     cats = sorted(p for p in data.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
     for cat in tqdm(cats, desc="splits", disable=not progress):
         train, test = split_files(cat, "train"), split_files(cat, "test")
-        files = {sid: f"{split}/{kind}/{path.name}" for split, listing in (("test", test),)
-                 for sid, kind, path in listing}
+        files = {sid: f"test/{kind}/{path.name}" for sid, kind, path in test}
         for alpha in noise_levels:
             for seed in seeds:
                 split = softpatch_split([f[0] for f in test], [f[1] != GOOD for f in test], len(train), alpha,
