@@ -66,6 +66,9 @@ class Contaminated:
                 "overlap": bool(self.overlap)}
 
 
+FUIAD_LEVEL = r"fuiad_(\d+(?:\.\d+)?)"
+"""The α in a Real-IAD split name (``realiad_jsons_fuiad_0.1``, and lbnb's prepared ``fuiad_0.1``)."""
+
 Contaminate = Callable[[ImageSet, ImageSet, float, int], Contaminated]
 """``(clean train, test, noise α, random_state) -> Contaminated``: how a trial obtains its noisy training set."""
 
@@ -282,7 +285,7 @@ def load_realiad_fuiad(json_path, data_root, *, image_size: int | tuple[int, int
                                {"source": str(json_path)})
     train, test = sets["train"], sets["test"]
     injected = tuple(train.ids[train.labels == 1].tolist())
-    match = re.search(r"fuiad_(\d+(?:\.\d+)?)", json_path.parent.name)
+    match = re.search(FUIAD_LEVEL, json_path.parent.name)
     return Contaminated(train, test, injected, "realiad_json",
                         float(match.group(1)) if match else float("nan"),
                         train.contamination_rate, 0, bool(set(injected) & set(test.ids.tolist())))

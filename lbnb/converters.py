@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .archives import ArchiveError, download, safe_extract, sha256_file, verify_sha256
-from .contamination import softpatch_split
+from .contamination import FUIAD_LEVEL, softpatch_split
 from .datasets import MARKER
-from .folder_layout import split_files
+from .folder_layout import category_dirs, split_files
 from .image_io import IMAGE_SUFFIXES
 from .imageset import GOOD
 from .series import write_json
@@ -79,7 +79,7 @@ SOURCES = {
 }
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.4)
 SEEDS = (0, 1, 2)
-_FUIAD_DIR = re.compile(r"realiad_jsons_fuiad_(\d+(?:\.\d+)?)")
+_FUIAD_DIR = re.compile("realiad_jsons_" + FUIAD_LEVEL)
 
 
 # -- the pipeline -----------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def _write_mask(src: Path | None, dst: Path, size: tuple[int, int]) -> None:
 def _counts(data: Path) -> dict:
     """Per category folder: train normal/anomalous, test normal/anomalous image counts."""
     counts = {}
-    for cat in sorted(p for p in data.iterdir() if (p / "train").is_dir() and (p / "test").is_dir()):
+    for cat in category_dirs(data):
         train, test = split_files(cat, "train"), split_files(cat, "test")
         counts[cat.name] = {"train": sum(f[1] == GOOD for f in train),
                             "train_anomalous": sum(f[1] != GOOD for f in train),
@@ -379,7 +379,7 @@ def write_softpatch_splits(data: Path, noise_levels=NOISE_LEVELS, seeds=SEEDS, p
     as ``<id>#aug<k>``), their files, and the test ids that remain. ``lbnb`` draws exactly these splits
     (:func:`lbnb.contamination.softpatch_protocol` with the same seed), other code can read the files."""
     written = []
-    cats = sorted(p for p in data.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
+    cats = category_dirs(data)
     for cat in tqdm(cats, desc="splits", disable=not progress):
         train, test = split_files(cat, "train"), split_files(cat, "test")
         files = {sid: f"test/{kind}/{path.name}" for sid, kind, path in test}

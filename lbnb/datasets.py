@@ -20,20 +20,18 @@ The notebooks reach these through :mod:`lbnb.data`::
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contamination import Contaminate, Contaminated, softpatch_protocol
+from .contamination import FUIAD_LEVEL, Contaminate, Contaminated, softpatch_protocol
 from .embedded import embedded_categories, load_embedded
-from .folder_layout import load_folder
+from .folder_layout import category_dirs, load_folder
 from .imageset import ImageSet
 
 DATASETS = ("embedded", "mvtec_ad", "visa", "realiad")
 MARKER = ".lbnb-complete.json"
-SCRIPTS = {"mvtec_ad": "prepare_mvtec_ad.py", "visa": "prepare_visa.py", "realiad": "prepare_realiad.py"}
-_FUIAD = re.compile(r"fuiad_(\d+(?:\.\d+)?)$")
+_FUIAD = re.compile(FUIAD_LEVEL)
 
 
 def _check(dataset: str) -> None:
@@ -47,18 +45,13 @@ def prepared_folder(dataset: str, data_root) -> Path:
     if dataset == "embedded":
         raise ValueError("the embedded dataset has no folder")
     if data_root is None:
-        raise ValueError(f"DATASET {dataset!r} needs DATA_ROOT (the --out folder of data_scripts/{SCRIPTS[dataset]})")
+        raise ValueError(f"DATASET {dataset!r} needs DATA_ROOT (the --out folder of data_scripts/prepare_{dataset}.py)")
     folder = Path(data_root) / dataset
     if not (folder / MARKER).is_file():
         state = "is incomplete (no completion marker)" if folder.exists() else "does not exist"
-        raise FileNotFoundError(f"{folder} {state}; prepare it with: python data_scripts/{SCRIPTS[dataset]} "
+        raise FileNotFoundError(f"{folder} {state}; prepare it with: python data_scripts/prepare_{dataset}.py "
                                 f"--out {data_root}")
     return folder
-
-
-def manifest(dataset: str, data_root) -> dict:
-    """The completion marker of a prepared dataset: archives and checksums, categories and counts, splits."""
-    return json.loads((prepared_folder(dataset, data_root) / MARKER).read_text())
 
 
 def _category_root(dataset: str, data_root) -> Path:
@@ -71,8 +64,7 @@ def categories(dataset: str, data_root=None) -> list[str]:
     _check(dataset)
     if dataset == "embedded":
         return embedded_categories()
-    root = _category_root(dataset, data_root)
-    return sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
+    return [p.name for p in category_dirs(_category_root(dataset, data_root))]
 
 
 def choose(dataset: str, requested, available: list[str], n_default: int | None = None) -> list[str]:

@@ -37,6 +37,11 @@ def _find_mask(gt_dir: Path, name: str) -> Path | None:
     return None
 
 
+def category_dirs(root) -> list[Path]:
+    """The category folders under ``root``: those with ``train/`` and ``test/``, sorted by name."""
+    return sorted(p for p in Path(root).iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
+
+
 def split_files(cat_dir: Path, split: str) -> list[tuple[str, str, Path]]:
     """The images of ``<cat_dir>/<split>`` as ``(id, type, path)`` in load order (types, then files, sorted)."""
     split_dir, category = Path(cat_dir) / split, Path(cat_dir).name
