@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lbnb-installed
 RESULTS ?= results
 
-.PHONY: setup run smoke test bench clean-results lab
+.PHONY: setup run smoke test bench bench-anomalib clean-results lab
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "lbnb needs Python 3.11 (torch 2.14.1 wheels); set PYTHON=python3.11")'
@@ -33,6 +33,21 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_embedded.py
 	$(PY) benchmarks/bench_patchcore.py
 	$(PY) benchmarks/bench_detectors.py
+
+# lbnb vs anomalib (issue 8): anomalib lives in its own environment, never in .venv or CI.
+BENCH_VENV ?= .venv-anomalib
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): benchmarks/requirements-anomalib.txt pyproject.toml
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	@echo "Installing anomalib and lbnb into $(BENCH_VENV) (first time: several minutes)..."
+	@$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check -r benchmarks/requirements-anomalib.txt -e . \
+		> $(BENCH_VENV)/pip-install.log 2>&1 \
+		|| { tail -n 40 $(BENCH_VENV)/pip-install.log; echo "pip install failed (full log: $(BENCH_VENV)/pip-install.log)" >&2; exit 1; }
+	@touch $(BENCH_STAMP)
+
+bench-anomalib: $(BENCH_STAMP)
+	HF_HUB_OFFLINE=1 $(BENCH_VENV)/bin/python benchmarks/bench_vs_anomalib.py $(ARGS)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
