@@ -45,6 +45,23 @@ def test_shapes_layers_and_projection(small):
     assert torch.isfinite(feats).all() and feats.abs().sum() > 0
 
 
+def test_zero_pad_changes_only_the_border_and_its_own_cache_entry(small):
+    """zero_pad averages zeros into border patches (PatchCore's, anomalib's border); the default
+    averages in-image cells only. 20 × 20 grid: rows/cols 0 and 19 are the stride-8 tap's border, and the
+    upsampled stride-16 tap's border reaches two cells further in, so cells 3..16 must agree exactly."""
+    train, _ = small
+    default = FeatureExtractor(progress=False).extract(train)
+    padded_fx = FeatureExtractor(zero_pad=True, progress=False)
+    padded = padded_fx.extract(train)
+    inner = (slice(None), slice(None), slice(3, 17), slice(3, 17))
+    torch.testing.assert_close(padded[inner], default[inner], rtol=0, atol=1e-6)
+    assert (padded[..., 0, :] - default[..., 0, :]).abs().max() > 0.1     # zeros pulled the border in
+    # corner of the stride-8 tap (first 40 channels): 4 of the 9 cells lie in the image
+    torch.testing.assert_close(padded[:, :40, 0, 0], default[:, :40, 0, 0] * 4 / 9, rtol=1e-5, atol=1e-6)
+    assert FeatureExtractor().config().get("zero_pad") is None            # default cache entries unchanged
+    assert padded_fx.config()["zero_pad"] is True
+
+
 def test_features_do_not_depend_on_the_batch_an_image_was_extracted_in(small):
     train, _ = small
     fx = FeatureExtractor(progress=False, cache=False, batch_size=4)

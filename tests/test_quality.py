@@ -1,8 +1,8 @@
 """Quality floors on the embedded benchmark (clean training data), one fit per detector and category.
 
 Floors (issue 3): PatchCore mean I-AUROC >= 0.95 and AUPRO >= 0.85 over the categories; every other
-detector clearly above chance. Contamination must hurt PatchCore (the benchmark has to show the
-problem the paper solves).
+detector clearly above chance (on brick, grass and washer). Contamination must hurt PatchCore (the
+benchmark has to show the problem the paper solves).
 """
 import numpy as np
 import pytest
@@ -20,9 +20,10 @@ def datasets():
     return {c: data.load_embedded(c) for c in CATEGORIES}
 
 
-def _mean_metrics(datasets, make):
+def _mean_metrics(datasets, make, categories=CATEGORIES):
     per_category = {}
-    for category, (train, test) in datasets.items():
+    for category in categories:
+        train, test = datasets[category]
         scores, maps = make().fit(train).score(test)
         per_category[category] = evaluate(test, scores, maps)
     mean = {k: float(np.mean([m[k] for m in per_category.values()])) for k in ("i_auroc", "aupro")}
@@ -42,7 +43,9 @@ def test_patchcore_floor(datasets):
     (lambda: FeatureReconstruction(progress=False), 0.75),
 ], ids=["SoftPatch", "PaDiM", "FeatureReconstruction"])
 def test_other_detectors_clearly_above_chance(datasets, make, floor):
-    mean, per_category = _mean_metrics(datasets, make)
+    # three categories, one of each kind (regular texture, stochastic texture, object), keep CI short:
+    # on all five these fits took 1,475 s of a CI worker (FeatureReconstruction alone 1,043 s)
+    mean, per_category = _mean_metrics(datasets, make, categories=("brick", "grass", "washer"))
     assert mean["i_auroc"] >= floor, per_category
     assert min(m["i_auroc"] for m in per_category.values()) >= 0.6, per_category
 

@@ -1,6 +1,6 @@
 """The notebook series on real-dataset folders prepared by the data scripts (here from synthetic stand-ins of
-the MVTec AD and Real-IAD archives): ``DATASET`` and ``DATA_ROOT`` switch every notebook from the embedded
-benchmark to a prepared folder, in SMOKE mode."""
+the MVTec AD and Real-IAD archives): ``DATASET`` and ``DATA_ROOT`` switch the notebooks from the embedded
+benchmark to a prepared folder, in SMOKE mode (01 and 04 here; 02, 03 and 05 load data the same way)."""
 import hashlib
 
 import pandas as pd
@@ -14,7 +14,7 @@ from synthetic_datasets import mvtec_archive, realiad_archives
 SERIES = pytest.mark.xdist_group("real-data-series")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     folder = tmp_path_factory.mktemp("real")
     archive = mvtec_archive(folder / "mvtec_anomaly_detection.tar.xz", categories=("brick", "gravel"))
@@ -27,9 +27,12 @@ def data_root(tmp_path_factory):
 
 @SERIES
 def test_the_series_runs_on_a_prepared_mvtec_folder(data_root, tmp_path):
-    summary = series.run_series(tmp_path, smoke=True, log=lambda *_: None, only=["01", "02", "03", "04", "05"],
+    # 01 (contamination of the prepared folder) and 04 (the trials) carry the DATASET plumbing; 02, 03 and 05
+    # load data through the same helpers and are left out to keep CI short (they took 190 s here)
+    summary = series.run_series(tmp_path, smoke=True, log=lambda *_: None, only=["01", "04"],
                                 parameters={"DATASET": "mvtec_ad", "DATA_ROOT": str(data_root)})
-    assert list(summary["notebooks"]) == [p.stem for p in series.notebooks()][:5]  # 06 reads 05, runs embedded
+    stems = [p.stem for p in series.notebooks()]
+    assert list(summary["notebooks"]) == [stems[0], stems[3]]
     nb01 = summary["notebooks"]["01_contamination"]
     assert nb01["n_categories"] == 2
     assert nb01["realised_rate_by_noise"]["0.2"] == pytest.approx(8 / 48)      # int(0.2·40) into 40 normals
