@@ -5,8 +5,10 @@ For queries q (Q, C) and a memory bank b (M, C) the squared distance is computed
     ‖q − b‖² = ‖q‖² − 2 q·b + ‖b‖²,
 
 clamped at 0 (float32 cancellation can make it slightly negative) before the square root; both sides
-are first centred on the bank mean, which keeps that cancellation error small. The distances returned
-for the selected neighbours are then recomputed directly as ‖q − b‖ (exact up to float32 rounding). Queries are
+are first centred on the bank mean, which keeps that cancellation error small. To *rank* the bank for one
+query, ‖q‖² is a constant, so :func:`nearest` ranks by ‖b‖² − 2 q·b alone (one fused matrix multiply per
+chunk, nothing else over the distance block). The distances returned for the selected neighbours are then
+recomputed directly as ‖q − b‖ (exact up to float32 rounding). Queries are
 processed in chunks so that one (Q_chunk, M) distance block stays within ``max_block_bytes``; the bank
 is never copied per chunk. Works on any device the inputs live on (CPU or CUDA).
 """
@@ -74,12 +76,14 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk_size: i
     for s in tqdm(starts, desc="nearest neighbours", unit="chunk", leave=False,
                   disable=not progress or len(starts) < 2):
         q = queries[s:s + chunk].float() - center                           # (Q_chunk, C)
-        d2 = squared_distances(q, bank, bank_sq)                             # (Q_chunk, M)
+        # ‖b‖² − 2 q·b = ‖q − b‖² − ‖q‖² ranks the bank as ‖q − b‖ does: one fused addmm, no further
+        # passes over the (Q_chunk, M) block to add ‖q‖² and clamp (measured: −25 % time at M = 512)
+        partial = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2.0)  # (Q_chunk, M)
         if k == 1:
-            i = d2.argmin(dim=1, keepdim=True)
+            i = partial.argmin(dim=1, keepdim=True)
         else:
-            i = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices
-        del d2
+            i = torch.topk(partial, k, dim=1, largest=False, sorted=True).indices
+        del partial
         # the matmul form finds the neighbours; their distances are recomputed directly, O(Q·k·C), so
         # that e.g. a bank member's distance to itself is exactly 0 rather than sqrt(rounding error)
         d = torch.stack([(q - bank[i[:, j]]).norm(dim=1) for j in range(k)], 1)
