@@ -26,7 +26,7 @@ smoke: $(STAMP)
 	$(PY) -m lbnb run --smoke --out $(RESULTS)/smoke
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_metrics.py

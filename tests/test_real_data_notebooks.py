@@ -11,7 +11,6 @@ from lbnb.converters import prepare
 
 from synthetic_datasets import mvtec_archive, realiad_archives
 
-SERIES = pytest.mark.xdist_group("real-data-series")
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +24,6 @@ def data_root(tmp_path_factory):
     return folder / "data"
 
 
-@SERIES
 def test_the_series_runs_on_a_prepared_mvtec_folder(data_root, tmp_path):
     # 01 (contamination of the prepared folder) and 04 (the trials) carry the DATASET plumbing; 02, 03 and 05
     # load data through the same helpers and are left out to keep CI short (they took 190 s here)
@@ -41,7 +39,6 @@ def test_the_series_runs_on_a_prepared_mvtec_folder(data_root, tmp_path):
     assert (results.n_train[results.noise == 0.2] >= 40).all()
 
 
-@SERIES
 def test_trials_on_realiad_use_its_published_splits(data_root, tmp_path):
     series.run_series(tmp_path, smoke=True, only=["04"], log=lambda *_: None,
                       parameters={"DATASET": "realiad", "DATA_ROOT": str(data_root)})
