@@ -163,15 +163,17 @@ def run_two_stage(sets, coreset_ratio: float) -> list[dict]:
 
     rows = []
     for category, train, _ in sets:
-        os.environ["LBNB_CACHE_DIR"] = tempfile.mkdtemp(prefix="lbnb-bench-baseline-")
-        start = time.perf_counter()
-        make().fit(train)
-        baseline = time.perf_counter() - start
-        os.environ["LBNB_CACHE_DIR"] = tempfile.mkdtemp(prefix="lbnb-bench-two-stage-")
-        two = TwoStage(make, n_subsets=3, n_rounds=1, progress=False)
-        start = time.perf_counter()
-        two.fit(train)
-        total = time.perf_counter() - start
+        with tempfile.TemporaryDirectory(prefix="lbnb-bench-baseline-") as cold:
+            os.environ["LBNB_CACHE_DIR"] = cold
+            start = time.perf_counter()
+            make().fit(train)
+            baseline = time.perf_counter() - start
+        with tempfile.TemporaryDirectory(prefix="lbnb-bench-two-stage-") as cold:
+            os.environ["LBNB_CACHE_DIR"] = cold
+            two = TwoStage(make, n_subsets=3, n_rounds=1, progress=False)
+            start = time.perf_counter()
+            two.fit(train)
+            total = time.perf_counter() - start
         rows.append(dict(category=category, baseline_fit_s=baseline, two_stage_fit_s=total,
                          stage1_s=two.stage1_seconds_, stage2_s=two.stage2_seconds_,
                          kept=len(two.stage1_.kept_ids), n_train=len(train)))
@@ -227,10 +229,11 @@ def worker(name: str, categories, image_size: int, coreset_ratio: float) -> None
 def _spawn(name: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--image-size", str(args.image_size),
            "--coreset-ratio", str(args.coreset_ratio), "--categories", *args.categories]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1",          # no per-step coreset bars
-               LBNB_CACHE_DIR=tempfile.mkdtemp(prefix="lbnb-bench-cache-"))
     print(f"  running {name} ...", flush=True)
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    with tempfile.TemporaryDirectory(prefix="lbnb-bench-cache-") as cold:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1",      # no per-step coreset bars
+                   LBNB_CACHE_DIR=cold)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"the {name} run failed (exit {proc.returncode})")
     return json.loads(proc.stdout.strip().splitlines()[-1])
