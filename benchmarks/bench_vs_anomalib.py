@@ -62,6 +62,14 @@ def _load(categories, image_size):
     return [(c, *data.load_embedded(c, image_size=image_size)) for c in categories]
 
 
+def _extractor(cache: bool = False):
+    """lbnb's extractor as both sides use it: Lite0 taps ``LAYERS``, batches of ``BATCH``, zero-padded
+    aggregation (anomalib's border handling); ``cache=False`` keeps the disk cache out of the timings."""
+    from lbnb.features import FeatureExtractor
+
+    return FeatureExtractor(layers=LAYERS, batch_size=BATCH, zero_pad=True, cache=cache, progress=False)
+
+
 def _normalised(images, mean=0.5, std=0.5):
     """uint8 (B, H, W, 3) → float32 (B, 3, H, W), as lbnb's extractor normalises for Lite0."""
     import torch
@@ -72,18 +80,16 @@ def _normalised(images, mean=0.5, std=0.5):
 
 # -- the two sides ------------------------------------------------------------------------------------------
 def run_lbnb(sets, coreset_ratio: float) -> list[dict]:
-    from lbnb.features import FeatureExtractor, build_backbone
+    from lbnb.features import build_backbone
     from lbnb.metrics import evaluate
     from lbnb.patchcore import PatchCore
 
     build_backbone("efficientnet_lite0")                                    # load the weights before timing
-    FeatureExtractor(zero_pad=True, cache=False, progress=False).extract(sets[0][1].images[:2])
+    _extractor().extract(sets[0][1].images[:2])
     rows = []
     for category, train, test in sets:
         detector = PatchCore(coreset_ratio=coreset_ratio, reweight=True, reweight_neighbors=9, sigma=4.0,
-                             progress=False,
-                             extractor=FeatureExtractor(layers=LAYERS, batch_size=BATCH, zero_pad=True,
-                                                        cache=False, progress=False))
+                             progress=False, extractor=_extractor())
         rss_before = _rss_mib()
         start = time.perf_counter()
         detector.fit(train)
@@ -151,7 +157,7 @@ def run_anomalib(sets, coreset_ratio: float) -> list[dict]:
 
 def run_two_stage(sets, coreset_ratio: float) -> list[dict]:
     """Baseline fit vs TwoStage(K=3, one round) fit, each from its own cold feature cache."""
-    from lbnb.features import FeatureExtractor, build_backbone
+    from lbnb.features import build_backbone
     from lbnb.patchcore import PatchCore
     from lbnb.two_stage import TwoStage
 
@@ -159,7 +165,7 @@ def run_two_stage(sets, coreset_ratio: float) -> list[dict]:
 
     def make(seed: int = 0):
         return PatchCore(coreset_ratio=coreset_ratio, reweight=True, random_state=seed, progress=False,
-                         extractor=FeatureExtractor(layers=LAYERS, batch_size=BATCH, zero_pad=True, progress=False))
+                         extractor=_extractor(cache=True))
 
     rows = []
     for category, train, _ in sets:
@@ -184,12 +190,11 @@ def run_knn(sets, coreset_ratio: float) -> dict:
     """Achieved kNN throughput on one category's real queries and bank vs plain matmul throughput."""
     import torch
 
-    from lbnb.features import FeatureExtractor
     from lbnb.neighbors import auto_chunk_size, nearest
     from lbnb.patchcore import PatchCore, patches
 
     _, train, test = sets[0]
-    fx = FeatureExtractor(layers=LAYERS, batch_size=BATCH, zero_pad=True, cache=False, progress=False)
+    fx = _extractor()
     detector = PatchCore(coreset_ratio=coreset_ratio, progress=False, extractor=fx).fit(train)
     bank = detector.memory_bank_
     queries = patches(fx.extract(test))
